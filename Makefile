@@ -69,7 +69,7 @@ $(BUILD)/unit/%: $(BUILD)/tests/unit/%.o $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
 bats: $(BINS)
 	DRIFTLESS_BIN=$(CURDIR)/$(BINDIR) bats --print-output-on-failure tests/bats

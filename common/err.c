@@ -1,14 +1,14 @@
 /*
  * Error reporting: one formatted line per call, written with a single write(2).
  */
+#include "err.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "err.h"
 
 static const char *progname = "driftless";
 

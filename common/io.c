@@ -1,6 +1,8 @@
 /*
  * Low-level I/O helpers.
  */
+#include "io.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,7 +11,6 @@
 #include <unistd.h>
 
 #include "err.h"
-#include "io.h"
 #include "mem.h"
 
 volatile sig_atomic_t io_interrupted = 0;

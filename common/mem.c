@@ -1,13 +1,14 @@
 /*
  * Allocation helpers and growable buffers.
  */
+#include "mem.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
-#include "mem.h"
 
 static _Noreturn void
 out_of_memory(size_t n)

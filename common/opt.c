@@ -1,6 +1,8 @@
 /*
  * Command-line helpers shared by every program.
  */
+#include "opt.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -11,7 +13,6 @@
 
 #include "err.h"
 #include "mem.h"
-#include "opt.h"
 #include "version.h"
 
 void

@@ -8,9 +8,9 @@
 #include <stdint.h>
 
 /* The exit-status section every --help ends with. */
-#define OPT_EXIT_HELP                                                                          \
-    "Exit status:\n"                                                                           \
-    "  0 success, 1 differences, 2 usage, 3 I/O error, 4 bad input data,\n"                   \
+#define OPT_EXIT_HELP                                                                              \
+    "Exit status:\n"                                                                               \
+    "  0 success, 1 differences, 2 usage, 3 I/O error, 4 bad input data,\n"                        \
     "  5 database error, 6 refused by a safety check, 7 locked, 8 internal error\n"
 
 /* Print "prog (driftless) VERSION" on stdout. */

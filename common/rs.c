@@ -5,6 +5,8 @@
  *   't' varint(count) u64(XXH3-64 of every byte before the trailer tag).
  * A value is varint(len + 1) then len bytes; varint 0 is SQL NULL.
  */
+#include "rs.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +20,6 @@
 #include "err.h"
 #include "io.h"
 #include "mem.h"
-#include "rs.h"
 
 #define MAGIC      "DLRS"
 #define TAG_RECORD 'r'
@@ -38,8 +39,7 @@ rs_header_init(struct rs_header *h, char kind, const char *table)
 }
 
 int
-rs_header_add_column(struct rs_header *h, const char *name, const char *type, char role,
-                     char order)
+rs_header_add_column(struct rs_header *h, const char *name, const char *type, char role, char order)
 {
     struct rs_column *c;
 
@@ -583,8 +583,8 @@ rs_writer_open(struct rs_writer **wp, int fd, const char *name, const struct rs_
 
     if ((rc = writer_emit(w, MAGIC, 4)) || (rc = writer_emit(w, &ver, 1)) ||
         (rc = writer_emit(w, &w->h.kind, 1)) || (rc = writer_emit_str(w, w->h.table)) ||
-        (rc = writer_emit_varint(w, (uint64_t)(w->h.server_version > 0 ? w->h.server_version
-                                                                        : 0))) ||
+        (rc = writer_emit_varint(w,
+                                 (uint64_t)(w->h.server_version > 0 ? w->h.server_version : 0))) ||
         (rc = writer_emit_str(w, w->h.encoding)) ||
         (rc = writer_emit_varint(w, (uint64_t)w->h.ncols)))
         return rc;
@@ -743,7 +743,7 @@ struct rs_reader {
     ZSTD_inBuffer in;
     int in_eof;
     int frame_done;
-    int started; /* any input byte seen */
+    int started;         /* any input byte seen */
     unsigned char *obuf; /* decompressed bytes; [opos, olen) not yet parsed */
     size_t opos, olen, ocap;
     XXH3_state_t *sum;
@@ -823,8 +823,10 @@ reader_fill(struct rs_reader *r, size_t need)
                 continue;
         }
         if (r->frame_done)
-            return reader_fail(r, err_msg(EXIT_DATA, "%s: corrupt stream: data after the end "
-                                                     "of the compressed frame", r->who));
+            return reader_fail(r, err_msg(EXIT_DATA,
+                                          "%s: corrupt stream: data after the end "
+                                          "of the compressed frame",
+                                          r->who));
         out.dst = r->obuf;
         out.size = r->ocap;
         out.pos = r->olen;
@@ -989,8 +991,8 @@ rs_reader_open(struct rs_reader **rp, int fd, const char *name)
     r->max_row = RS_DEFAULT_MAX_ROW_BYTES;
     r->zin_cap = ZSTD_DStreamInSize();
     r->zin = xmalloc(r->zin_cap);
-    r->read_size = read_size_override && read_size_override < r->zin_cap ? read_size_override
-                                                                          : r->zin_cap;
+    r->read_size =
+        read_size_override && read_size_override < r->zin_cap ? read_size_override : r->zin_cap;
     r->in.src = r->zin;
     r->ocap = 256 * 1024;
     r->obuf = xmalloc(r->ocap);
@@ -1007,8 +1009,8 @@ rs_reader_open(struct rs_reader **rp, int fd, const char *name)
             return rc;
         c.avail = r->olen;
         parse_header(r, &c);
-        if (c.bad == 2 || (c.need_more && r->olen > 0 && r->olen < 4 &&
-                           memcmp(r->obuf, MAGIC, r->olen) != 0))
+        if (c.bad == 2 ||
+            (c.need_more && r->olen > 0 && r->olen < 4 && memcmp(r->obuf, MAGIC, r->olen) != 0))
             return reader_fail(r, err_msg(EXIT_DATA, "%s: not a row stream (bad magic)", r->who));
         if (c.bad == 3)
             return reader_fail(r, err_msg(EXIT_DATA,
@@ -1016,8 +1018,8 @@ rs_reader_open(struct rs_reader **rp, int fd, const char *name)
                                           "program reads version %d)",
                                           r->who, r->obuf[4], RS_FORMAT_VERSION));
         if (c.bad)
-            return reader_fail(r, err_msg(EXIT_DATA, "%s: corrupt stream: malformed header",
-                                          r->who));
+            return reader_fail(r,
+                               err_msg(EXIT_DATA, "%s: corrupt stream: malformed header", r->who));
         if (!c.need_more) {
             XXH3_64bits_update(r->sum, r->obuf, c.pos);
             r->opos = c.pos;
@@ -1026,13 +1028,13 @@ rs_reader_open(struct rs_reader **rp, int fd, const char *name)
         if (r->olen < want)
             return reader_truncated(r);
         if (want > (size_t)64 * 1024 * 1024)
-            return reader_fail(r, err_msg(EXIT_DATA, "%s: corrupt stream: header too large",
-                                          r->who));
+            return reader_fail(r,
+                               err_msg(EXIT_DATA, "%s: corrupt stream: header too large", r->who));
         want *= 2;
     }
     if (r->h.kind != RS_KIND_ROWS && r->h.kind != RS_KIND_CHANGES && r->h.kind != RS_KIND_MAP)
-        return reader_fail(r, err_msg(EXIT_DATA, "%s: corrupt stream: unknown kind '%c'", r->who,
-                                      r->h.kind));
+        return reader_fail(
+            r, err_msg(EXIT_DATA, "%s: corrupt stream: unknown kind '%c'", r->who, r->h.kind));
     buf_init(&who);
     buf_printf(&who, "%s: table %s", r->name, r->h.table);
     free(r->who);
@@ -1161,18 +1163,22 @@ reader_trailer(struct rs_reader *r, size_t used)
     if (reader_fill(r, 1) != 0)
         return r->failed;
     if (r->olen > r->opos)
-        return reader_fail(r, err_msg(EXIT_DATA, "%s: corrupt stream: data after the trailer",
-                                      r->who));
+        return reader_fail(
+            r, err_msg(EXIT_DATA, "%s: corrupt stream: data after the trailer", r->who));
     if (!r->frame_done)
-        return reader_fail(r, err_msg(EXIT_DATA, "%s: truncated stream: compressed frame ends "
-                                                 "early after the trailer", r->who));
+        return reader_fail(r, err_msg(EXIT_DATA,
+                                      "%s: truncated stream: compressed frame ends "
+                                      "early after the trailer",
+                                      r->who));
     while (r->in.pos == r->in.size && !r->in_eof) {
         if (reader_read_input(r) != 0)
             return r->failed;
     }
     if (r->in.pos < r->in.size)
-        return reader_fail(r, err_msg(EXIT_DATA, "%s: corrupt stream: data after the end of "
-                                                 "the compressed frame", r->who));
+        return reader_fail(r, err_msg(EXIT_DATA,
+                                      "%s: corrupt stream: data after the end of "
+                                      "the compressed frame",
+                                      r->who));
     r->done = 1;
     return 0;
 }
@@ -1198,8 +1204,7 @@ rs_reader_next(struct rs_reader *r, const struct rs_value **vals)
         if (st == 1)
             break;
         if (used == (size_t)-1 || used > record_limit(r))
-            return reader_fail(r, err_msg(EXIT_DATA,
-                                          "%s: record %llu exceeds --max-row-bytes %zu",
+            return reader_fail(r, err_msg(EXIT_DATA, "%s: record %llu exceeds --max-row-bytes %zu",
                                           r->who, (unsigned long long)r->count + 1, r->max_row));
         {
             size_t have = r->olen - r->opos;

@@ -52,10 +52,10 @@ struct rs_meta {
 };
 
 struct rs_header {
-    char kind;           /* enum rs_kind */
-    char *table;         /* "schema.table" or a name for a query */
-    int server_version;  /* server_version_num of the server the rows came from; 0 unknown */
-    char *encoding;      /* server_encoding, "" unknown */
+    char kind;          /* enum rs_kind */
+    char *table;        /* "schema.table" or a name for a query */
+    int server_version; /* server_version_num of the server the rows came from; 0 unknown */
+    char *encoding;     /* server_encoding, "" unknown */
     int ncols;
     struct rs_column *cols;
     int nhashed; /* the columns a row hash covers, in hash order */

@@ -67,9 +67,16 @@ tmpfile_fd(char *path)
 }
 
 /* Awkward values: NULL, '', 'NULL', \N, tabs, newlines, quotes, invalid UTF-8, NUL bytes. */
-static const char *const awkward[] = { "", "NULL", "\\N", "a\tb", "line1\nline2\r\n",
-                                       "back\\slash", "\"quoted\"", "\xff\xfe\x80",
-                                       "emoji \xf0\x9f\x98\x80", "," };
+static const char *const awkward[] = { "",
+                                       "NULL",
+                                       "\\N",
+                                       "a\tb",
+                                       "line1\nline2\r\n",
+                                       "back\\slash",
+                                       "\"quoted\"",
+                                       "\xff\xfe\x80",
+                                       "emoji \xf0\x9f\x98\x80",
+                                       "," };
 #define NAWK ((int)(sizeof(awkward) / sizeof(awkward[0])))
 
 /* Write rows 1..n (with negative ids first) to path; returns the write status. */
@@ -89,9 +96,9 @@ write_stream(const char *path, int n, int finish)
 
         snprintf(id, sizeof(id), "%d", i - 3);
         v[0] = (struct rs_value){ id, strlen(id) };
-        v[1] = i % (NAWK + 1) == NAWK ? (struct rs_value){ NULL, 0 }
-                                      : (struct rs_value){ awkward[i % (NAWK + 1)],
-                                                           strlen(awkward[i % (NAWK + 1)]) };
+        v[1] = i % (NAWK + 1) == NAWK
+                   ? (struct rs_value){ NULL, 0 }
+                   : (struct rs_value){ awkward[i % (NAWK + 1)], strlen(awkward[i % (NAWK + 1)]) };
         v[2] = (struct rs_value){ blob, 4 };
         rc = rs_writer_put(w, v);
     }

@@ -20,21 +20,21 @@ static struct unit_test unit_tests[UNIT_MAX];
 static int unit_ntests;
 static int unit_failed_checks;
 
-#define TEST(name)                                                                             \
-    static void test_##name(void);                                                             \
-    __attribute__((constructor)) static void register_##name(void)                             \
-    {                                                                                          \
-        if (unit_ntests < UNIT_MAX)                                                            \
-            unit_tests[unit_ntests++] = (struct unit_test){ #name, test_##name };              \
-    }                                                                                          \
+#define TEST(name)                                                                                 \
+    static void test_##name(void);                                                                 \
+    __attribute__((constructor)) static void register_##name(void)                                 \
+    {                                                                                              \
+        if (unit_ntests < UNIT_MAX)                                                                \
+            unit_tests[unit_ntests++] = (struct unit_test){ #name, test_##name };                  \
+    }                                                                                              \
     static void test_##name(void)
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            unit_failed_checks++;                                                              \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);           \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            unit_failed_checks++;                                                                  \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
 
 static int unit_main(void) __attribute__((unused));
@@ -60,10 +60,10 @@ unit_main(void)
     return failed ? 1 : 0;
 }
 
-#define UNIT_MAIN                                                                              \
-    int main(void)                                                                             \
-    {                                                                                          \
-        return unit_main();                                                                    \
+#define UNIT_MAIN                                                                                  \
+    int main(void)                                                                                 \
+    {                                                                                              \
+        return unit_main();                                                                        \
     }
 
 #endif
