@@ -38,7 +38,7 @@ LIBCOMMON  := $(BUILD)/libcommon.a
 BINS       := $(PROGRAMS:%=$(BINDIR)/%)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
-SCRIPTS    := $(filter-out %.sql %.md,$(wildcard scripts/*))
+SCRIPTS    := $(filter-out %.sql %.md %.sh,$(wildcard scripts/*))
 MAN1       := $(wildcard share/man/*.1)
 MAN5       := $(wildcard share/man/*.5)
 
@@ -82,6 +82,7 @@ install: all
 	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
 	$(foreach s,$(SCRIPTS),install -m 755 $(s) $(DESTDIR)$(PREFIX)/bin/driftless-$(notdir $(s));)
 	cp -R share/sql share/examples $(DESTDIR)$(PREFIX)/share/driftless/
+	install -m 644 scripts/lib.sh $(DESTDIR)$(PREFIX)/share/driftless/lib.sh
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/)
 	$(if $(MAN5),install -m 644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/)
 
@@ -97,7 +98,7 @@ format-check:
 	clang-format --dry-run --Werror common/*.[ch] $(wildcard cmd/*.c cmd/*/*.[ch]) tests/unit/*.[ch]
 
 lint:
-	shellcheck -s sh $(SCRIPTS)
+	shellcheck -s sh -x $(SCRIPTS) scripts/lib.sh
 
 bench: all
 	tests/bench/bench-dump.sh

@@ -66,7 +66,8 @@ io_read_full(int fd, void *buf, size_t n)
         ssize_t k = read(fd, p + got, n - got);
 
         if (k < 0) {
-            if (errno == EINTR)
+            /* A signal that asked us to stop must not wait for more input. */
+            if (errno == EINTR && !io_interrupted)
                 continue;
             return -1;
         }

@@ -502,24 +502,28 @@ writer_flush(struct rs_writer *w)
 {
     int rc = 0;
 
-    if (w->stage_len > 0)
+    /* The checksum runs over whole staged buffers: per-field updates cost ~9%. */
+    if (w->stage_len > 0) {
+        XXH3_64bits_update(w->sum, w->stage, w->stage_len);
         rc = writer_compress(w, w->stage, w->stage_len, ZSTD_e_continue);
+    }
     w->stage_len = 0;
     return rc;
 }
 
-/* Append bytes to the stream (and to the running checksum). */
+/* Append bytes to the stream; the checksum is taken as staged bytes are flushed. */
 static int
 writer_emit(struct rs_writer *w, const void *p, size_t n)
 {
-    XXH3_64bits_update(w->sum, p, n);
     if (w->stage_len + n > w->stage_cap) {
         int rc = writer_flush(w);
 
         if (rc != 0)
             return rc;
-        if (n > w->stage_cap)
+        if (n > w->stage_cap) {
+            XXH3_64bits_update(w->sum, p, n);
             return writer_compress(w, p, n, ZSTD_e_continue);
+        }
     }
     memcpy(w->stage + w->stage_len, p, n);
     w->stage_len += n;
@@ -701,13 +705,15 @@ rs_writer_finish(struct rs_writer *w)
 
     if (w->failed)
         return w->failed;
+    if ((rc = writer_flush(w)) != 0)
+        return w->failed = rc;
     sum = XXH3_64bits_digest(w->sum);
     trailer[n++] = TAG_TRAIL;
     n += varint_put(trailer + n, w->count);
     for (int i = 0; i < 8; i++)
         trailer[n++] = (unsigned char)(sum >> (8 * i));
-    if ((rc = writer_emit(w, trailer, n)) != 0 || (rc = writer_flush(w)) != 0 ||
-        (rc = writer_compress(w, "", 0, ZSTD_e_end)) != 0)
+    /* The trailer is not part of the checksum: it goes straight to zstd. */
+    if ((rc = writer_compress(w, trailer, n, ZSTD_e_end)) != 0)
         return w->failed = rc;
     return 0;
 }

@@ -1,6 +1,8 @@
 # Shared by the driftless scripts (POSIX sh): messages, logs, the table map,
 # SQL quoting, exported snapshots and the per-table pipelines. Sourced, not run.
 # shellcheck shell=sh
+# Variables set here are read by the scripts that source this file.
+# shellcheck disable=SC2034
 
 # dl_init NAME: program name for messages; puts the driftless programs on PATH.
 dl_init() {
@@ -109,4 +111,127 @@ sql_ident() {
 # list_words "a, b,c": one item per line.
 list_words() {
     printf '%s\n' "$1" | tr ',' '\n' | sed 's/^[ \t]*//; s/[ \t]*$//' | sed '/^$/d'
+}
+
+# ---- exported snapshots ----
+
+# snap_open SIDE ENVNAME DIR: start a holder of an exported snapshot; sets
+# snap_<SIDE> to its id. The holder keeps its transaction until snap_close.
+snap_open() {
+    snap_side=$1
+    rm -f "$3/hold.$snap_side" "$3/snap.$snap_side"
+    mkfifo "$3/hold.$snap_side" || dl_die 3 "could not create $3/hold.$snap_side"
+    pgdump-rows --dsn-env "$2" --export-snapshot <"$3/hold.$snap_side" >"$3/snap.$snap_side" &
+    eval "snap_pid_$snap_side=\$!"
+    # Opening the write end lets the holder start; closing it ends the holder.
+    case $snap_side in
+    source) exec 8>"$3/hold.$snap_side" ;;
+    target) exec 9>"$3/hold.$snap_side" ;;
+    esac
+    snap_wait=0
+    while [ ! -s "$3/snap.$snap_side" ]; do
+        if ! kill -0 "$(eval "echo \$snap_pid_$snap_side")" 2>/dev/null; then
+            wait "$(eval "echo \$snap_pid_$snap_side")"
+            dl_die 5 "$snap_side: could not export a snapshot"
+        fi
+        snap_wait=$((snap_wait + 1))
+        [ $snap_wait -lt 600 ] || dl_die 5 "$snap_side: no snapshot after 60 s"
+        sleep 0.1
+    done
+    snap_id=$(head -n 1 "$3/snap.$snap_side")
+    case $snap_side in
+    source) snap_source=$snap_id ;;
+    target) snap_target=$snap_id ;;
+    esac
+}
+
+# snap_close: end both holders (their read-only transactions end with them).
+snap_close() {
+    exec 8>&- 9>&-
+    for snap_side in source target; do
+        snap_p=$(eval "echo \${snap_pid_$snap_side:-}")
+        [ -n "$snap_p" ] && wait "$snap_p" 2>/dev/null
+        eval "snap_pid_$snap_side="
+    done
+    return 0
+}
+
+# ---- waiting for a pipeline ----
+
+# pipe_status PID...: wait for each; print the first status that tells the cause
+# (a stage killed by SIGPIPE, 141, only reflects a later stage's failure).
+pipe_status() {
+    ps_first=0
+    ps_pipe=0
+    for ps_pid in "$@"; do
+        wait "$ps_pid"
+        ps_rc=$?
+        if [ $ps_rc -eq 141 ]; then
+            ps_pipe=141
+        elif [ $ps_rc -ne 0 ] && [ $ps_first -eq 0 ]; then
+            ps_first=$ps_rc
+        fi
+    done
+    [ $ps_first -ne 0 ] || ps_first=$ps_pipe
+    echo $ps_first
+}
+
+# ---- one table's plan, from the map ----
+
+# table_load MAP TABLE: set t_source, t_query, t_lk (legacy key, comma list),
+# t_sk (source key), t_uuid, t_cols, t_fkargs (idmap --fk arguments, one per line),
+# t_guard (rowdiff guard arguments).
+table_load() {
+    tl_map=$1
+    tl_t=$2
+    t_source=$(map_get "$tl_map" "$tl_t" source || printf '%s' "$tl_t")
+    t_lk=$(map_get "$tl_map" "$tl_t" legacy_key) ||
+        dl_die 4 "table map: table $tl_t: no legacy_key"
+    t_sk=$(map_get "$tl_map" "$tl_t" source_key || printf '%s' "$t_lk")
+    t_uuid=$(map_get "$tl_map" "$tl_t" uuid_column || true)
+    t_cols=$(map_get "$tl_map" "$tl_t" columns || true)
+    t_query=$(map_get "$tl_map" "$tl_t" source_query || true)
+    if [ -z "$t_query" ]; then
+        t_query=$(table_source_query "$tl_map" "$tl_t")
+    fi
+    t_guard="--guard-pct $(map_get "$tl_map" "$tl_t" guard_pct || echo 10)"
+    t_guard="$t_guard --guard-min $(map_get "$tl_map" "$tl_t" guard_min || echo 100)"
+    for tl_a in $(list_words "$(map_get "$tl_map" "$tl_t" allow || true)"); do
+        case $tl_a in
+        inserts | updates | deletes) t_guard="$t_guard --allow-$tl_a" ;;
+        all) t_guard="$t_guard --allow-all" ;;
+        *) dl_die 4 "table map: table $tl_t: allow: unknown value '$tl_a'" ;;
+        esac
+    done
+}
+
+# table_source_query MAP TABLE: SELECT source_key AS legacy_key, expr AS col ... FROM source.
+table_source_query() {
+    tq_lk=$(list_words "$t_lk")
+    tq_sk=$(list_words "$t_sk")
+    [ "$(printf '%s\n' "$tq_lk" | wc -l)" -eq "$(printf '%s\n' "$tq_sk" | wc -l)" ] ||
+        dl_die 4 "table map: table $2: legacy_key and source_key differ in length"
+    tq_sel=$(printf '%s\n' "$tq_sk" | paste -d ' ' - /dev/null | {
+        i=0
+        while read -r sk _; do
+            i=$((i + 1))
+            lk=$(printf '%s\n' "$tq_lk" | sed -n "${i}p")
+            printf '%s AS %s, ' "$(sql_ident "$sk")" "$(sql_ident "$lk")"
+        done
+    })
+    for tq_c in $(list_words "$t_cols"); do
+        tq_e=$(map_get "$1" "$2" "expr.$tq_c" || sql_ident "$tq_c")
+        tq_sel="$tq_sel($tq_e) AS $(sql_ident "$tq_c"), "
+    done
+    printf 'SELECT %s FROM %s' "${tq_sel%, }" "$(sql_ident "$t_source")"
+}
+
+# map_order MAP: tables, parents before children (tsort over the fk.* entries).
+map_order() {
+    for mo_t in $(map_tables "$1"); do
+        printf '%s %s\n' "$mo_t" "$mo_t"
+        map_prefixed "$1" "$mo_t" fk. | while IFS='=' read -r _ mo_p; do
+            [ "$mo_p" = "$mo_t" ] || printf '%s %s\n' "$mo_p" "$mo_t"
+        done
+    done | tsort 2>/dev/null
 }
