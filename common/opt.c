@@ -33,12 +33,16 @@ opt_getopt_error(int c, char **argv)
 {
     const char *tok = argv[optind - 1];
 
+    /* Long options are named by their token: optopt may hold a val >= 256. */
     if (c == ':')
         err_msg(EXIT_USAGE, "option '%s' requires an argument", tok);
-    else if (optopt != 0)
-        err_msg(EXIT_USAGE, "invalid option -- '%c'", optopt);
-    else
+    else if (strncmp(tok, "--", 2) == 0 && strchr(tok, '=') != NULL && optopt != 0)
+        err_msg(EXIT_USAGE, "option '%.*s' doesn't allow an argument", (int)strcspn(tok, "="),
+                tok);
+    else if (strncmp(tok, "--", 2) == 0 || optopt <= 0 || optopt > 255)
         err_msg(EXIT_USAGE, "unrecognized option '%s'", tok);
+    else
+        err_msg(EXIT_USAGE, "invalid option -- '%c'", optopt);
     try_help();
     return EXIT_USAGE;
 }
