@@ -226,12 +226,41 @@ table_source_query() {
     printf 'SELECT %s FROM %s' "${tq_sel%, }" "$(sql_ident "$t_source")"
 }
 
-# map_order MAP: tables, parents before children (tsort over the fk.* entries).
-map_order() {
-    for mo_t in $(map_tables "$1"); do
-        printf '%s %s\n' "$mo_t" "$mo_t"
-        map_prefixed "$1" "$mo_t" fk. | while IFS='=' read -r _ mo_p; do
-            [ "$mo_p" = "$mo_t" ] || printf '%s %s\n' "$mo_p" "$mo_t"
+# map_groups MAP: the apply groups, parents before children, one per line: a
+# table alone, or the tables of a foreign-key cycle (a strongly connected
+# component, found with Tarjan's algorithm) together.
+map_groups() {
+    for mg_t in $(map_tables "$1"); do
+        printf 'node %s\n' "$mg_t"
+        map_prefixed "$1" "$mg_t" fk. | while IFS='=' read -r _ mg_p; do
+            printf 'edge %s %s\n' "$mg_p" "$mg_t"
         done
-    done | tsort 2>/dev/null
+    done | awk '
+        $1 == "node" { if (!($2 in known)) { known[$2] = 1; order[++n] = $2 } }
+        $1 == "edge" { if ($2 != $3) { adj[$2] = adj[$2] " " $3 } }
+        function visit(v,    i, k, w, parts, comp) {
+            index_of[v] = lowlink[v] = ++counter
+            stack[++sp] = v; onstack[v] = 1
+            k = split(adj[v], parts, " ")
+            for (i = 1; i <= k; i++) {
+                w = parts[i]
+                if (!(w in index_of)) { visit(w); if (lowlink[w] < lowlink[v]) lowlink[v] = lowlink[w] }
+                else if (onstack[w] && index_of[w] < lowlink[v]) lowlink[v] = index_of[w]
+            }
+            if (lowlink[v] == index_of[v]) {
+                comp = ""
+                do { w = stack[sp--]; onstack[w] = 0; comp = w (comp == "" ? "" : " ") comp } while (w != v)
+                groups[++ng] = comp
+            }
+        }
+        END {
+            for (i = 1; i <= n; i++) if (!(order[i] in index_of)) visit(order[i])
+            # Tarjan emits children before parents: print in reverse.
+            for (i = ng; i >= 1; i--) print groups[i]
+        }'
+}
+
+# map_order MAP: every table, parents before children (cycle members together).
+map_order() {
+    map_groups "$1" | tr ' ' '\n'
 }
