@@ -465,6 +465,7 @@ varint_get(const unsigned char *p, size_t avail, uint64_t *v)
 struct rs_writer {
     int fd;
     char *name;
+    char *who; /* "table T" for messages */
     struct rs_header h;
     ZSTD_CCtx *cctx;
     unsigned char *stage; /* uncompressed bytes not yet handed to zstd */
@@ -571,6 +572,13 @@ rs_writer_open(struct rs_writer **wp, int fd, const char *name, const struct rs_
     w->fd = fd;
     w->name = xstrdup(name ? name : "stdout");
     rs_header_copy(&w->h, h);
+    {
+        struct buf who;
+
+        buf_init(&who);
+        buf_printf(&who, "table %s", w->h.table);
+        w->who = who.data;
+    }
     w->max_row = RS_DEFAULT_MAX_ROW_BYTES;
     order_init(&w->oc, &w->h);
     w->stage_cap = 128 * 1024;
@@ -663,13 +671,8 @@ rs_writer_put(struct rs_writer *w, const struct rs_value *vals)
         return w->failed;
     if ((rc = writer_check_size(w, vals)) != 0)
         return w->failed = rc;
-    if (w->oc.on) {
-        char who[600];
-
-        snprintf(who, sizeof(who), "table %s", w->h.table);
-        if ((rc = order_step(&w->oc, &w->h, vals, w->count + 1, who)) != 0)
-            return w->failed = rc;
-    }
+    if (w->oc.on && (rc = order_step(&w->oc, &w->h, vals, w->count + 1, w->who)) != 0)
+        return w->failed = rc;
     if ((rc = writer_emit(w, &tag, 1)) != 0)
         return w->failed = rc;
     for (int i = 0; i < w->h.ncols; i++) {
@@ -730,6 +733,7 @@ rs_writer_free(struct rs_writer *w)
     free(w->stage);
     free(w->zout);
     free(w->name);
+    free(w->who);
     free(w);
 }
 
