@@ -13,11 +13,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db.h"
+#include "dump.h"
 #include "err.h"
 #include "io.h"
 #include "mem.h"
 #include "opt.h"
-#include "pgdump.h"
 
 /* zstd's level range (ZSTD_minCLevel() .. ZSTD_maxCLevel()). */
 #define LEVEL_MIN (-131072)
@@ -34,7 +35,16 @@ enum {
     OPT_PROGRESS,
 };
 
-static struct dump_opts opt;
+/* What the dump needs, and what only this program's main uses. */
+static struct {
+    struct dump_opts d;
+    const char *dsn_env;
+    const char *output;
+    int export_snapshot;
+} opt;
+
+/* The connection a SIGINT/SIGTERM handler cancels. */
+static struct db *volatile cancel_db = NULL;
 
 static void
 usage(void)
@@ -124,25 +134,26 @@ check_options(void)
     int rc;
 
     if (opt.export_snapshot) {
-        if (opt.table != NULL || opt.query != NULL || opt.keys != NULL || opt.columns != NULL ||
-            opt.where != NULL || opt.snapshot != NULL || opt.output != NULL || opt.name != NULL)
+        if (opt.d.table != NULL || opt.d.query != NULL || opt.d.keys != NULL ||
+            opt.d.columns != NULL || opt.d.where != NULL || opt.d.snapshot != NULL ||
+            opt.output != NULL || opt.d.name != NULL)
             return opt_usage_error("--export-snapshot takes no other option but --dsn-env");
         return 0;
     }
-    if (opt.table == NULL && opt.query == NULL)
+    if (opt.d.table == NULL && opt.d.query == NULL)
         return opt_usage_error("one of --table, --query or --export-snapshot is required");
-    if (opt.table != NULL && opt.query != NULL)
+    if (opt.d.table != NULL && opt.d.query != NULL)
         return opt_usage_error("--table and --query cannot be used together");
-    if (opt.name != NULL && opt.query == NULL)
+    if (opt.d.name != NULL && opt.d.query == NULL)
         return opt_usage_error("--name is for --query (a table's stream is named after it)");
-    if (opt.table != NULL && strchr(opt.table, '.') == NULL)
+    if (opt.d.table != NULL && strchr(opt.d.table, '.') == NULL)
         return opt_usage_error("--table needs a schema-qualified name (SCHEMA.TABLE)");
-    if (opt.keys == NULL)
+    if (opt.d.keys == NULL)
         return opt_usage_error("--key is required");
-    if ((rc = check_list(opt.keys, opt.nkeys, "--key")) != 0 ||
-        (rc = check_list(opt.columns, opt.ncolumns, "--columns")) != 0)
+    if ((rc = check_list(opt.d.keys, opt.d.nkeys, "--key")) != 0 ||
+        (rc = check_list(opt.d.columns, opt.d.ncolumns, "--columns")) != 0)
         return rc;
-    if (opt.snapshot != NULL && !valid_snapshot(opt.snapshot))
+    if (opt.d.snapshot != NULL && !valid_snapshot(opt.d.snapshot))
         return opt_usage_error("--snapshot: not a snapshot ID (hex digits and dashes)");
     return 0;
 }
@@ -185,44 +196,44 @@ parse_options(int argc, char **argv)
         case 't':
             if ((rc = opt_refuse_password(optarg, "--table")) != 0)
                 return rc;
-            opt.table = optarg;
+            opt.d.table = optarg;
             break;
         case 'q':
             if ((rc = opt_refuse_password(optarg, "--query")) != 0)
                 return rc;
-            opt.query = optarg;
+            opt.d.query = optarg;
             break;
         case 'n':
             if ((rc = opt_refuse_password(optarg, "--name")) != 0)
                 return rc;
-            opt.name = optarg;
+            opt.d.name = optarg;
             break;
         case 'k':
-            if ((rc = parse_list(optarg, "--key", &opt.keys, &opt.nkeys)) != 0)
+            if ((rc = parse_list(optarg, "--key", &opt.d.keys, &opt.d.nkeys)) != 0)
                 return rc;
             break;
         case 'c':
-            if ((rc = parse_list(optarg, "--columns", &opt.columns, &opt.ncolumns)) != 0)
+            if ((rc = parse_list(optarg, "--columns", &opt.d.columns, &opt.d.ncolumns)) != 0)
                 return rc;
             break;
         case 'w':
             if ((rc = opt_refuse_password(optarg, "--where")) != 0)
                 return rc;
-            opt.where = optarg;
+            opt.d.where = optarg;
             break;
         case OPT_SKIP_NULL_KEYS:
-            opt.skip_null_keys = 1;
+            opt.d.skip_null_keys = 1;
             break;
         case OPT_SNAPSHOT:
             if ((rc = opt_refuse_password(optarg, "--snapshot")) != 0)
                 return rc;
-            opt.snapshot = optarg;
+            opt.d.snapshot = optarg;
             break;
         case OPT_EXPORT_SNAPSHOT:
             opt.export_snapshot = 1;
             break;
         case OPT_ALLOW_RLS:
-            opt.allow_row_security = 1;
+            opt.d.allow_row_security = 1;
             break;
         case 'o':
             if ((rc = opt_refuse_password(optarg, "--output")) != 0)
@@ -232,15 +243,15 @@ parse_options(int argc, char **argv)
         case OPT_LEVEL:
             if ((rc = opt_parse_int64(optarg, "--level", LEVEL_MIN, LEVEL_MAX, &n)) != 0)
                 return rc;
-            opt.level = (int)n;
+            opt.d.level = (int)n;
             break;
         case OPT_MAX_ROW:
             if ((rc = opt_parse_size(optarg, "--max-row-bytes", 1, INT64_MAX, &n)) != 0)
                 return rc;
-            opt.max_row = (size_t)n;
+            opt.d.max_row = (size_t)n;
             break;
         case OPT_PROGRESS:
-            opt.progress = 1;
+            opt.d.progress = 1;
             break;
         case 'h':
             usage();
@@ -263,7 +274,7 @@ static void
 on_signal(int sig)
 {
     int saved = errno;
-    struct db *db = copy_cancel_db;
+    struct db *db = cancel_db;
 
     io_interrupted = sig;
     /* PQcancel is signal-safe: the server stops the COPY, the loop takes the error path. */
@@ -312,49 +323,6 @@ export_snapshot(struct db *db)
     return db_exec(db, "COMMIT");
 }
 
-/* Open the dump's transaction, in the given snapshot when there is one. */
-static int
-begin_dump(struct db *db)
-{
-    char *lit;
-    struct buf b;
-    int rc;
-
-    /* With row_security off, a query that a policy would filter fails instead. */
-    if ((rc = db_exec(db, opt.allow_row_security ? "SET row_security = on"
-                                                 : "SET row_security = off")) != 0)
-        return rc;
-    if ((rc = db_exec(db, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")) != 0)
-        return rc;
-    if (opt.snapshot == NULL)
-        return 0;
-    /* SET TRANSACTION SNAPSHOT takes no parameter: a checked, quoted literal. */
-    if ((lit = db_quote_literal(db, opt.snapshot)) == NULL)
-        return EXIT_USAGE;
-    buf_init(&b);
-    buf_printf(&b, "SET TRANSACTION SNAPSHOT %s", lit);
-    rc = db_exec(db, b.data);
-    buf_free(&b);
-    free(lit);
-    return rc;
-}
-
-/*
- * With row_security off the server refuses a query that a policy would filter;
- * that is a safety refusal, not a failure (42501 is also "permission denied").
- */
-static int
-refused_by_policy(struct db *db, int rc)
-{
-    if (rc == EXIT_DB && strcmp(db_last_sqlstate(db), "42501") == 0 &&
-        strstr(db_last_message(db), "row-level security") != NULL) {
-        err_note("hint: a policy may hide rows from this role; dump as the owner or a role "
-                 "with BYPASSRLS, or pass --allow-row-security");
-        return EXIT_REFUSED;
-    }
-    return rc;
-}
-
 static int
 dump(struct db *db)
 {
@@ -363,17 +331,20 @@ dump(struct db *db)
     int fd = STDOUT_FILENO, rc;
 
     memset(&plan, 0, sizeof(plan));
-    if ((rc = begin_dump(db)) != 0 || (rc = plan_build(db, &opt, &plan)) != 0)
+    if ((rc = dump_begin(db, &opt.d)) != 0 || (rc = dump_plan_build(db, &opt.d, &plan)) != 0)
         goto done;
     rs_header_set_meta(&plan.h, "source", db_describe(db));
-    if (opt.snapshot != NULL)
-        rs_header_set_meta(&plan.h, "snapshot", opt.snapshot);
+    if (opt.d.snapshot != NULL)
+        rs_header_set_meta(&plan.h, "snapshot", opt.d.snapshot);
     if (opt.output != NULL && strcmp(opt.output, "-") != 0) {
         if ((rc = io_atomic_open(&out, opt.output)) != 0)
             goto done;
         fd = out.fd;
     }
-    if ((rc = copy_rows(db, &opt, &plan, fd, fd == STDOUT_FILENO ? "stdout" : opt.output)) != 0)
+    cancel_db = db;
+    rc = dump_copy_rows(db, &opt.d, &plan, fd, fd == STDOUT_FILENO ? "stdout" : opt.output);
+    cancel_db = NULL;
+    if (rc != 0)
         goto done;
     if ((rc = db_exec(db, "COMMIT")) != 0)
         goto done;
@@ -381,8 +352,8 @@ dump(struct db *db)
         rc = io_atomic_commit(&out);
 done:
     io_atomic_abort(&out);
-    plan_free(&plan);
-    return refused_by_policy(db, rc);
+    dump_plan_free(&plan);
+    return dump_refused_by_policy(db, rc);
 }
 
 int
@@ -394,8 +365,8 @@ main(int argc, char **argv)
     err_init("pgdump-rows");
     signals_init();
     atexit(io_close_stdout);
-    opt.level = RS_LEVEL_AUTO;
-    opt.max_row = RS_DEFAULT_MAX_ROW_BYTES;
+    opt.d.level = RS_LEVEL_AUTO;
+    opt.d.max_row = RS_DEFAULT_MAX_ROW_BYTES;
     if ((rc = parse_options(argc, argv)) != 0)
         goto done;
     /* Messages name the variable: the same program dumps either side. */
@@ -411,8 +382,8 @@ main(int argc, char **argv)
     }
 done:
     db_close(db);
-    opt_free_list(opt.keys);
-    opt_free_list(opt.columns);
+    opt_free_list(opt.d.keys);
+    opt_free_list(opt.d.columns);
     if (io_interrupted) {
         /* Die by the signal, so the shell and the caller see what happened. */
         signal(io_interrupted, SIG_DFL);

@@ -1,15 +1,20 @@
 /*
- * The dump plan: the columns of a table (from the catalog) or of a query (from
- * its description), the key columns with their order kind, and the one COPY
- * statement that emits and orders the key as DESIGN.md "Keys and order" says.
+ * The dump: the columns of a table (from the catalog) or of a query (from its
+ * description), the key columns with their order kind, the one COPY statement
+ * that emits and orders the key as DESIGN.md "Keys and order" says, and the
+ * hot path that turns COPY text into a row stream, bounded by one row.
  */
+#include "dump.h"
+
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
+#include "io.h"
 #include "mem.h"
-#include "pgdump.h"
 
 /* Type OIDs of int2, int4 and int8 (fixed in pg_type.dat). */
 #define INT8OID 20
@@ -101,7 +106,8 @@ table_columns(struct db *db, const struct dump_opts *o, struct dump_plan *p, str
     struct buf b;
     int rc;
 
-    snprintf(ctx, sizeof(ctx), "table %s", o->table);
+    snprintf(ctx, sizeof(ctx), "%s%stable %s", o->side != NULL ? o->side : "",
+             o->side != NULL ? " " : "", o->table);
     if ((quoted = db_quote_qualified(db, o->table)) == NULL)
         return EXIT_USAGE;
     params[0] = quoted;
@@ -117,6 +123,8 @@ table_columns(struct db *db, const struct dump_opts *o, struct dump_plan *p, str
     buf_printf(&b, "%s.%s", db_value(r, 0, 0), db_value(r, 0, 1));
     rs_header_init(&p->h, RS_KIND_ROWS, b.data);
     buf_reset(&b);
+    if (o->side != NULL)
+        buf_printf(&b, "%s ", o->side);
     buf_printf(&b, "table %s", p->h.table);
     p->label = b.data;
     snprintf(oid, sizeof(oid), "%s", db_value(r, 0, 2));
@@ -190,6 +198,8 @@ query_columns(struct db *db, const struct dump_opts *o, struct dump_plan *p, str
         return err_msg(EXIT_USAGE, "--query is empty");
     rs_header_init(&p->h, RS_KIND_ROWS, o->name != NULL ? o->name : "query");
     buf_init(&label);
+    if (o->side != NULL)
+        buf_printf(&label, "%s ", o->side);
     if (o->name != NULL)
         buf_printf(&label, "query %s", o->name);
     else
@@ -262,7 +272,7 @@ put_ident(struct db *db, struct buf *b, const char *name)
 }
 
 int
-plan_build(struct db *db, const struct dump_opts *o, struct dump_plan *p)
+dump_plan_build(struct db *db, const struct dump_opts *o, struct dump_plan *p)
 {
     struct cols c = { NULL, 0 };
     struct buf sel, ord, where, sql;
@@ -315,8 +325,10 @@ plan_build(struct db *db, const struct dump_opts *o, struct dump_plan *p)
             buf_puts(&sel, ")::pg_catalog.text");
             buf_puts(&ord, ")::pg_catalog.text COLLATE pg_catalog.\"C\"");
         }
-        /* NULL keys first: a refused NULL key stops the dump at once. */
-        buf_puts(&ord, " NULLS FIRST");
+        /*
+         * Plain ascending order, so a primary-key index serves it: NULLS FIRST
+         * would force a full sort. A NULL key is still refused when it comes.
+         */
         if ((rc = put_ident(db, &where, c.v[k].name)) != 0)
             goto done;
         buf_puts(&where, " IS NOT NULL");
@@ -371,11 +383,306 @@ done:
 }
 
 void
-plan_free(struct dump_plan *p)
+dump_plan_free(struct dump_plan *p)
 {
     if (p->h.table != NULL)
         rs_header_free(&p->h);
     free(p->copy_sql);
     free(p->label);
     memset(p, 0, sizeof(*p));
+}
+
+/* Open the dump's transaction, in the given snapshot when there is one. */
+int
+dump_begin(struct db *db, const struct dump_opts *o)
+{
+    char *lit;
+    struct buf b;
+    int rc;
+
+    /* With row_security off, a query that a policy would filter fails instead. */
+    if ((rc = db_exec(db, o->allow_row_security ? "SET row_security = on"
+                                                : "SET row_security = off")) != 0)
+        return rc;
+    if ((rc = db_exec(db, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")) != 0)
+        return rc;
+    if (o->snapshot == NULL)
+        return 0;
+    /* SET TRANSACTION SNAPSHOT takes no parameter: a checked, quoted literal. */
+    if ((lit = db_quote_literal(db, o->snapshot)) == NULL)
+        return EXIT_USAGE;
+    buf_init(&b);
+    buf_printf(&b, "SET TRANSACTION SNAPSHOT %s", lit);
+    rc = db_exec(db, b.data);
+    buf_free(&b);
+    free(lit);
+    return rc;
+}
+
+/*
+ * With row_security off the server refuses a query that a policy would filter;
+ * that is a safety refusal, not a failure (42501 is also "permission denied").
+ */
+int
+dump_refused_by_policy(struct db *db, int rc)
+{
+    if (rc == EXIT_DB && strcmp(db_last_sqlstate(db), "42501") == 0 &&
+        strstr(db_last_message(db), "row-level security") != NULL) {
+        err_note("hint: a policy may hide rows from this role; dump as the owner or a role "
+                 "with BYPASSRLS, or pass --allow-row-security");
+        return EXIT_REFUSED;
+    }
+    return rc;
+}
+
+/*
+ * ---- COPY to stream: the hot path ----
+ * COPY text lines from the server, decoded in place into one reused buffer
+ * and an rs_value array, written to the row stream. Values without escapes
+ * are not copied at all.
+ */
+
+static int
+hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Decode the escapes of one field [p, end) into out (COPY FROM's rules: \b \f
+ * \n \r \t \v, \ooo octal, \xHH hex, any other escaped byte stands for itself).
+ * Returns the end of the decoded bytes, or NULL on a lone trailing backslash.
+ */
+static char *
+unescape(const char *p, const char *end, char *out)
+{
+    while (p < end) {
+        char c = *p++;
+
+        if (c != '\\') {
+            *out++ = c;
+            continue;
+        }
+        if (p == end)
+            return NULL;
+        c = *p++;
+        switch (c) {
+        case 'b':
+            *out++ = '\b';
+            break;
+        case 'f':
+            *out++ = '\f';
+            break;
+        case 'n':
+            *out++ = '\n';
+            break;
+        case 'r':
+            *out++ = '\r';
+            break;
+        case 't':
+            *out++ = '\t';
+            break;
+        case 'v':
+            *out++ = '\v';
+            break;
+        case '0':
+        case '1':
+        case '2':
+        case '3':
+        case '4':
+        case '5':
+        case '6':
+        case '7': {
+            int v = c - '0';
+
+            for (int i = 0; i < 2 && p < end && *p >= '0' && *p <= '7'; i++)
+                v = v * 8 + (*p++ - '0');
+            *out++ = (char)(v & 0377);
+            break;
+        }
+        case 'x':
+            if (p < end && hex_digit(*p) >= 0) {
+                int v = hex_digit(*p++);
+
+                if (p < end && hex_digit(*p) >= 0)
+                    v = v * 16 + hex_digit(*p++);
+                *out++ = (char)v;
+            } else {
+                *out++ = 'x';
+            }
+            break;
+        default:
+            *out++ = c;
+            break;
+        }
+    }
+    return out;
+}
+
+/*
+ * Split one COPY text line into ncols values. Fields without a backslash
+ * point into line itself; escaped ones are decoded into out (len bytes are
+ * enough: decoding never grows a field). Returns the field count found, or -1
+ * on a malformed escape.
+ */
+static int
+decode_line(const char *line, size_t len, char *out, struct rs_value *vals, int ncols)
+{
+    const char *p = line, *end = line + len;
+    int col = 0;
+
+    for (;;) {
+        const char *tab = memchr(p, '\t', (size_t)(end - p));
+        const char *fend = tab != NULL ? tab : end;
+        size_t flen = (size_t)(fend - p);
+
+        if (col < ncols) {
+            const char *bs = flen > 0 ? memchr(p, '\\', flen) : NULL;
+
+            if (bs == NULL) {
+                vals[col].data = p;
+                vals[col].len = flen;
+            } else if (flen == 2 && p[1] == 'N') {
+                /* A value "\N" comes escaped as "\\N": this is NULL. */
+                vals[col].data = NULL;
+                vals[col].len = 0;
+            } else {
+                char *start = out, *o;
+
+                memcpy(out, p, (size_t)(bs - p));
+                o = unescape(bs, fend, out + (bs - p));
+                if (o == NULL)
+                    return -1;
+                vals[col].data = start;
+                vals[col].len = (size_t)(o - start);
+                out = o;
+            }
+        }
+        col++;
+        if (tab == NULL)
+            return col;
+        p = tab + 1;
+    }
+}
+
+static double
+now_seconds(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Refuse a NULL key or an integer key that does not parse; 0 when the key is fine. */
+static int
+check_key(const struct dump_plan *p, const struct rs_value *vals, uint64_t row)
+{
+    for (int i = 0; i < p->nkeys; i++) {
+        int64_t v;
+
+        if (vals[i].data == NULL) {
+            char key[512];
+
+            rs_key_format(&p->h, vals, key, sizeof(key));
+            err_msg(EXIT_DATA, "%s: row %llu: NULL in key column \"%s\": %s", p->label,
+                    (unsigned long long)row, p->h.cols[i].name, key);
+            err_note("hint: rows whose key is NULL cannot be compared; --skip-null-keys "
+                     "leaves them out");
+            return EXIT_DATA;
+        }
+        if (p->h.cols[i].order == RS_ORDER_INT &&
+            rs_parse_int64(vals[i].data, vals[i].len, &v) != 0) {
+            char key[512];
+
+            rs_key_format(&p->h, vals, key, sizeof(key));
+            return err_msg(EXIT_DATA, "%s: row %llu: key column \"%s\" is not a 64-bit integer: %s",
+                           p->label, (unsigned long long)row, p->h.cols[i].name, key);
+        }
+    }
+    return 0;
+}
+
+int
+dump_copy_rows(struct db *db, const struct dump_opts *o, const struct dump_plan *p, int fd,
+               const char *name)
+{
+    struct rs_writer *w = NULL;
+    struct rs_value *vals = NULL;
+    struct buf row;
+    uint64_t rows = 0;
+    double start = 0, last = 0;
+    int ncols = p->h.ncols;
+    int rc;
+
+    buf_init(&row);
+    vals = xcalloc((size_t)ncols, sizeof(*vals));
+    if (o->progress)
+        start = last = now_seconds();
+
+    if (io_interrupted) {
+        rc = EXIT_DB;
+        goto done;
+    }
+    if ((rc = db_copy_out_begin(db, p->label, p->copy_sql)) != 0)
+        goto done;
+    /* Opened once the COPY runs, so that a refused dump writes no output at all. */
+    if ((rc = rs_writer_open(&w, fd, name, &p->h, o->level)) != 0)
+        goto done;
+    rs_writer_set_max_row(w, o->max_row);
+    for (;;) {
+        const char *line;
+        size_t len;
+        int got = db_copy_out_line(db, &line, &len), n;
+
+        if (got == 0)
+            break;
+        if (got < 0) {
+            rc = -got;
+            goto done;
+        }
+        if (io_interrupted) {
+            rc = EXIT_DB; /* main dies by the signal */
+            goto done;
+        }
+        rows++;
+        /* Grows to the longest row, then is reused: no allocation per value. */
+        buf_reserve(&row, len);
+        n = decode_line(line, len, row.data, vals, ncols);
+        if (n != ncols) {
+            rc = err_msg(EXIT_DB, "%s: row %llu: malformed COPY data (%d fields, expected %d)",
+                         p->label, (unsigned long long)rows, n, ncols);
+            goto done;
+        }
+        if ((rc = check_key(p, vals, rows)) != 0 || (rc = rs_writer_put(w, vals)) != 0)
+            goto done;
+        if (o->progress && (rows & 1023) == 0) {
+            double t = now_seconds();
+
+            if (t - last >= 0.5) {
+                err_note("%s: %llu rows, %.0f rows/s", p->label, (unsigned long long)rows,
+                         (double)rows / (t - start));
+                last = t;
+            }
+        }
+    }
+    if ((rc = rs_writer_finish(w)) != 0)
+        goto done;
+    if (o->progress) {
+        double t = now_seconds() - start;
+
+        err_note("%s: %llu rows in %.1f s, %.0f rows/s", p->label, (unsigned long long)rows, t,
+                 t > 0 ? (double)rows / t : 0.0);
+    }
+done:
+    rs_writer_free(w);
+    free(vals);
+    buf_free(&row);
+    return rc;
 }
