@@ -1,0 +1,2059 @@
+/*
+ * The batches. Each batch is one transaction: COPY into a temp table, lock
+ * and read the before-images (FOR UPDATE), refuse what would change a UUID
+ * or touch a row born in the target, then set-based UPDATE ... FROM, INSERT
+ * ... SELECT (new UUIDs and their crosswalk rows) or DELETE ... USING, each
+ * writing its per-change records through RETURNING, and the checkpoint.
+ * A data error bisects the batch under savepoints until the bad rows stand
+ * alone; they are rejected and the rest commits.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "err.h"
+#include "io.h"
+#include "mem.h"
+#include "pgapply.h"
+#include "state.h"
+
+#define MAX_RETRIES 5
+#define NAME_BATCH  "pg_temp.driftless_batch"
+#define NAME_BEFORE "pg_temp.driftless_before"
+
+enum phase { PH_UPSERT, PH_DELETE, PH_RETRY };
+static const char *const phase_names[] = { "upsert", "delete", "retry" };
+
+/* Outcome of a statement that failed, by SQLSTATE. */
+enum failure { F_RETRY = 1, F_DATA, F_UNIQUE, F_OTHER };
+
+struct reject {
+    uint64_t ord;
+    char *key;
+    char *reason;
+};
+
+/* A batch committed before this process started (resume). */
+struct done {
+    int phase;
+    int batch;
+    uint64_t first, last;
+    long long rows;
+    int nrejects;
+    struct reject *rejects;
+};
+
+struct ctx {
+    struct db *d;
+    const struct options *o;
+    struct spool *s;
+    struct target *t;
+    struct counts *c;
+    char *qs; /* quoted state schema */
+    char run[24];
+    int have_state; /* the state schema exists (always, unless dry run) */
+    int registered;
+    int dry;
+
+    /* statements */
+    char *sql_copy, *sql_lock, *sql_lock_del, *sql_check, *sql_update, *sql_insert;
+    char *sql_delete, *sql_not_owned, *sql_checkpoint;
+    char **sql_children, **sql_children_all;
+
+    /* the current batch */
+    enum phase phase;
+    int batch_no;
+    struct buf copy;
+    uint64_t *ords;
+    char **keys;
+    char *pre; /* per record: rejected before the COPY (bad encoding) */
+    char **pre_reason;
+    int n, cap;
+    long long b_ins, b_upd, b_del, b_not_owned;
+    uint64_t *b_deferred;
+    int nb_deferred, capb_deferred;
+    struct reject *b_rejects;
+    int nb_rejects, capb_rejects;
+
+    /* the run */
+    uint64_t *deferred; /* ordinals set aside for the retry phase */
+    size_t ndeferred, capdeferred;
+    struct reject *rejects;
+    size_t nrejects, caprejects;
+    struct done *done;
+    int ndone;
+    long long commits;
+    double started, last_progress;
+    uint64_t applied;
+};
+
+static double
+now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- SQL text helpers ---- */
+
+/* Stream column i of the batch table: c0..c(k-1) keys, then the data columns. */
+static void
+bcol(struct buf *b, const char *alias, int i)
+{
+    buf_printf(b, "%s.c%d", alias, i);
+}
+
+/* (b.cI)::type of key k. */
+static void
+key_b(struct buf *b, const struct ctx *c, const char *alias, int k)
+{
+    buf_puts(b, "(");
+    bcol(b, alias, k);
+    buf_printf(b, ")::%s", c->t->cols[c->t->key_tcol[k]].cast);
+}
+
+/* t.k1 = (b.c0)::type AND ... */
+static void
+join_cond(struct buf *b, const struct ctx *c, const char *ta, const char *ba)
+{
+    for (int k = 0; k < c->s->nkeys; k++) {
+        buf_printf(b, "%s%s.%s = ", k > 0 ? " AND " : "", ta, c->t->cols[c->t->key_tcol[k]].qname);
+        key_b(b, c, ba, k);
+    }
+}
+
+static void
+key_text_t(struct buf *b, const struct ctx *c, const char *ta)
+{
+    const char **ex = xcalloc((size_t)c->s->nkeys, sizeof(char *));
+    struct buf *parts = xcalloc((size_t)c->s->nkeys, sizeof(struct buf));
+
+    for (int k = 0; k < c->s->nkeys; k++) {
+        buf_init(&parts[k]);
+        buf_printf(&parts[k], "%s.%s", ta, c->t->cols[c->t->key_tcol[k]].qname);
+        ex[k] = parts[k].data;
+    }
+    state_legacy_key_sql(b, ex, c->s->nkeys);
+    for (int k = 0; k < c->s->nkeys; k++)
+        buf_free(&parts[k]);
+    free(parts);
+    free(ex);
+}
+
+static void
+key_text_b(struct buf *b, const struct ctx *c, const char *ba)
+{
+    const char **ex = xcalloc((size_t)c->s->nkeys, sizeof(char *));
+    struct buf *parts = xcalloc((size_t)c->s->nkeys, sizeof(struct buf));
+
+    for (int k = 0; k < c->s->nkeys; k++) {
+        buf_init(&parts[k]);
+        key_b(&parts[k], c, ba, k);
+        ex[k] = parts[k].data;
+    }
+    state_legacy_key_sql(b, ex, c->s->nkeys);
+    for (int k = 0; k < c->s->nkeys; k++)
+        buf_free(&parts[k]);
+    free(parts);
+    free(ex);
+}
+
+static void
+uuid_t(struct buf *b, const struct ctx *c, const char *ta)
+{
+    if (c->t->uuid_tcol >= 0)
+        buf_printf(b, "%s.%s", ta, c->t->cols[c->t->uuid_tcol].qname);
+    else
+        buf_puts(b, "NULL::uuid");
+}
+
+/* The stream's UUID value as uuid (only when the stream carries the column). */
+static void
+uuid_b(struct buf *b, const struct ctx *c, const char *ba)
+{
+    for (int j = 0; j < c->s->ndata; j++)
+        if (c->s->data_cols[j] == c->t->uuid_scol) {
+            buf_puts(b, "(");
+            bcol(b, ba, c->s->nkeys + j);
+            buf_puts(b, ")::uuid");
+            return;
+        }
+}
+
+static void
+keys_not_null(struct buf *b, const struct ctx *c, const char *ta)
+{
+    for (int k = 0; k < c->s->nkeys; k++)
+        buf_printf(b, "%s%s.%s IS NOT NULL", k > 0 ? " AND " : "", ta,
+                   c->t->cols[c->t->key_tcol[k]].qname);
+}
+
+/* The crosswalk of this table as a relation (legacy_key, uuid). */
+static void
+crosswalk_rel(struct buf *b, const struct ctx *c)
+{
+    if (c->registered) {
+        buf_printf(b, "(SELECT legacy_key, uuid FROM %s.crosswalk WHERE table_name = $3)", c->qs);
+        return;
+    }
+    /* Dry run of a first run: the crosswalk would be filled from the table itself. */
+    buf_puts(b, "(SELECT ");
+    key_text_t(b, c, "cw");
+    buf_puts(b, " AS legacy_key, ");
+    uuid_t(b, c, "cw");
+    buf_printf(b, " AS uuid FROM %s AS cw WHERE $3::text IS NOT NULL AND ", c->t->qname);
+    keys_not_null(b, c, "cw");
+    buf_puts(b, ")");
+}
+
+/* Is the key of row ta among the keys that came from the source? */
+static void
+owned_expr(struct buf *b, const struct ctx *c, const char *ta, const char *ba)
+{
+    if (!c->t->integer_mode) {
+        buf_puts(b, "true");
+    } else if (c->registered) {
+        buf_printf(
+            b, "EXISTS (SELECT 1 FROM %s.owned_keys o WHERE o.table_name = $3 AND o.legacy_key = ",
+            c->qs);
+        key_text_t(b, c, ta);
+        buf_puts(b, ")");
+    } else {
+        /* First run: keys on both sides are migrated; keys only in the target are not. */
+        buf_printf(b, "(%s._op <> 'D' AND $3::text IS NOT NULL)", ba);
+    }
+}
+
+static int
+is_uuid_data(const struct ctx *c, int j)
+{
+    return c->s->data_cols[j] == c->t->uuid_scol;
+}
+
+static int
+needs_overriding(const struct ctx *c)
+{
+    for (int k = 0; k < c->s->nkeys; k++)
+        if (c->t->cols[c->t->key_tcol[k]].identity == 'a')
+            return 1;
+    for (int j = 0; j < c->s->ndata; j++)
+        if (!is_uuid_data(c, j) && c->t->cols[c->t->data_tcol[j]].identity == 'a')
+            return 1;
+    return c->t->uuid_tcol >= 0 && c->t->cols[c->t->uuid_tcol].identity == 'a';
+}
+
+/*
+ * Rows of a child table, born in the target, that reference a parent the
+ * batch deletes: (record, the parent's legacy key, the child's identity).
+ * locked: only the parents locked in the batch; else every parent the batch
+ * table names that driftless owns (the check before the first write).
+ */
+static char *
+children_sql(const struct ctx *c, const struct fkref *fk, int locked)
+{
+    struct buf b;
+
+    buf_init(&b);
+    buf_puts(&b, "SELECT b._rec, ");
+    key_text_t(&b, c, "p");
+    buf_puts(&b, ", ");
+    if (fk->nident > 0) {
+        buf_puts(&b, "pg_catalog.concat_ws(', '");
+        for (int i = 0; i < fk->nident; i++)
+            buf_printf(&b, ", (ch.%s)::text", fk->ident[i]);
+        buf_puts(&b, ")");
+    } else {
+        buf_puts(&b, "(ch.ctid)::text");
+    }
+    buf_printf(&b, " FROM %s AS b", NAME_BATCH);
+    if (locked)
+        buf_printf(&b, " JOIN %s AS x ON x._rec = b._rec", NAME_BEFORE);
+    buf_printf(&b, " JOIN %s AS p ON ", c->t->qname);
+    join_cond(&b, c, "p", "b");
+    buf_printf(&b, " JOIN %s AS ch ON ", fk->qchild);
+    for (int i = 0; i < fk->ncols; i++)
+        buf_printf(&b, "%sch.%s = p.%s", i > 0 ? " AND " : "", fk->child_cols[i],
+                   fk->parent_cols[i]);
+    buf_puts(&b, " WHERE b._rec >= $1 AND b._rec < $2");
+    if (!locked) {
+        buf_puts(&b, " AND ");
+        owned_expr(&b, c, "p", "b");
+    }
+    if (fk->nlegacy > 0) {
+        buf_puts(&b, " AND (");
+        for (int i = 0; i < fk->nlegacy; i++)
+            buf_printf(&b, "%sch.%s IS NULL", i > 0 ? " OR " : "", fk->legacy[i]);
+        buf_puts(&b, ")");
+    }
+    buf_puts(&b, " ORDER BY 1 LIMIT 10");
+    return b.data;
+}
+
+static const char changes_cols[] =
+    "(run_id, table_name, stream_checksum, phase, batch, op, legacy_key, uuid, before_image,"
+    " after_hash)";
+
+static void
+build_statements(struct ctx *c)
+{
+    struct buf b;
+    int ncols = c->s->nkeys + c->s->ndata;
+
+    buf_init(&b);
+    buf_printf(&b, "COPY %s (_rec, _op", NAME_BATCH);
+    for (int i = 0; i < ncols; i++)
+        buf_printf(&b, ", c%d", i);
+    buf_puts(&b, ") FROM STDIN");
+    c->sql_copy = xstrdup(b.data);
+
+    /* Lock and read the before-images. */
+    for (int del = 0; del < 2; del++) {
+        buf_reset(&b);
+        buf_printf(
+            &b, "INSERT INTO %s (_rec, img, u, lk, owned) SELECT b._rec, pg_catalog.to_jsonb(t), ",
+            NAME_BEFORE);
+        uuid_t(&b, c, "t");
+        buf_puts(&b, ", ");
+        key_text_t(&b, c, "t");
+        buf_puts(&b, ", ");
+        owned_expr(&b, c, "t", "b");
+        buf_printf(&b, " FROM %s AS t JOIN %s AS b ON ", c->t->qname, NAME_BATCH);
+        join_cond(&b, c, "t", "b");
+        buf_puts(&b, " WHERE b._rec >= $1 AND b._rec < $2");
+        if (del && c->t->integer_mode) {
+            /* the application's rows are not even locked */
+            buf_puts(&b, " AND ");
+            owned_expr(&b, c, "t", "b");
+        }
+        if (!c->dry)
+            buf_puts(&b, " FOR UPDATE OF t");
+        if (del)
+            c->sql_lock_del = xstrdup(b.data);
+        else
+            c->sql_lock = xstrdup(b.data);
+    }
+
+    /*
+     * What must stop the run (exit 6), with a reason code per record; one
+     * probe of the crosswalk per record (see print_refusal for the codes).
+     */
+    buf_reset(&b);
+    buf_printf(&b,
+               "SELECT x._rec, 1 FROM %s AS x WHERE x._rec >= $1 AND x._rec < $2"
+               " GROUP BY x._rec HAVING count(*) > 1",
+               NAME_BEFORE);
+    if (c->t->integer_mode) {
+        buf_printf(&b,
+                   " UNION ALL SELECT x._rec, 8 FROM %s AS x"
+                   " WHERE x._rec >= $1 AND x._rec < $2 AND NOT x.owned",
+                   NAME_BEFORE);
+    } else {
+        struct buf u;
+
+        /* the stream's UUID, or NULL when it carries none */
+        buf_init(&u);
+        if (c->t->uuid_scol >= 0)
+            uuid_b(&u, c, "b");
+        else
+            buf_puts(&u, "NULL::uuid");
+        buf_puts(&b, " UNION ALL SELECT q._rec, q.code FROM (SELECT b._rec, CASE"
+                     " WHEN x._rec IS NOT NULL THEN CASE");
+        buf_printf(&b, " WHEN %s IS NOT NULL AND %s <> x.u THEN 2", u.data, u.data);
+        buf_puts(&b, " WHEN cx.uuid <> x.u THEN 3"
+                     " WHEN b._op = 'I' AND cx.uuid IS NULL THEN 4 END"
+                     " ELSE CASE");
+        buf_printf(&b, " WHEN %s <> cx.uuid THEN 5", u.data);
+        buf_printf(&b,
+                   " WHEN EXISTS (SELECT 1 FROM %s AS t2 WHERE t2.%s = COALESCE(%s, cx.uuid))"
+                   " THEN 6",
+                   c->t->qname, c->t->cols[c->t->uuid_tcol].qname, u.data);
+        if (c->t->uuid_scol >= 0) {
+            buf_puts(&b, " WHEN EXISTS (SELECT 1 FROM ");
+            crosswalk_rel(&b, c);
+            buf_printf(&b, " AS c2 WHERE c2.uuid = %s AND c2.legacy_key <> ", u.data);
+            key_text_b(&b, c, "b");
+            buf_puts(&b, ") THEN 7");
+        }
+        buf_printf(&b,
+                   " END END AS code FROM %s AS b LEFT JOIN %s AS x ON x._rec = b._rec"
+                   " LEFT JOIN ",
+                   NAME_BATCH, NAME_BEFORE);
+        crosswalk_rel(&b, c);
+        buf_puts(&b, " AS cx ON cx.legacy_key = COALESCE(x.lk, ");
+        key_text_b(&b, c, "b");
+        buf_puts(&b, ") WHERE b._rec >= $1 AND b._rec < $2) AS q WHERE q.code IS NOT NULL");
+        buf_free(&u);
+    }
+    buf_puts(&b, " ORDER BY 1, 2 LIMIT 20");
+    c->sql_check = xstrdup(b.data);
+
+    /* UPDATE ... FROM: the locked rows, never the UUID column, never a key column. */
+    buf_reset(&b);
+    buf_printf(&b, "WITH u AS (UPDATE %s AS t SET ", c->t->qname);
+    {
+        int nset = 0;
+
+        for (int j = 0; j < c->s->ndata; j++) {
+            const struct tcol *tc = &c->t->cols[c->t->data_tcol[j]];
+
+            if (is_uuid_data(c, j) || tc->identity == 'a' || c->t->data_tcol[j] == c->t->uuid_tcol)
+                continue;
+            buf_printf(&b, "%s%s = (", nset++ > 0 ? ", " : "", tc->qname);
+            bcol(&b, "b", c->s->nkeys + j);
+            buf_printf(&b, ")::%s", tc->cast);
+        }
+        if (nset == 0)
+            buf_printf(&b, "%s = t.%s", c->t->cols[c->t->key_tcol[0]].qname,
+                       c->t->cols[c->t->key_tcol[0]].qname);
+    }
+    buf_printf(&b, " FROM %s AS b JOIN %s AS x ON x._rec = b._rec WHERE ", NAME_BATCH, NAME_BEFORE);
+    join_cond(&b, c, "t", "b");
+    buf_puts(&b, " AND b._rec >= $1 AND b._rec < $2 RETURNING b._rec AS rec, ");
+    uuid_t(&b, c, "t");
+    buf_puts(&b, " AS u, ");
+    key_text_t(&b, c, "t");
+    buf_puts(&b, " AS lk, ");
+    buf_printf(&b, STATE_ROW_HASH_SQL, "t");
+    buf_printf(&b,
+               " AS h) INSERT INTO %s.changes %s SELECT $4::bigint, $3, $5, $6, $7::integer, 'U',"
+               " u.lk, u.u, x.img, u.h FROM u JOIN %s AS x ON x._rec = u.rec",
+               c->qs, changes_cols, NAME_BEFORE);
+    c->sql_update = xstrdup(b.data);
+
+    /* INSERT ... SELECT the rows that were not found. */
+    buf_reset(&b);
+    buf_printf(&b, "WITH i AS (INSERT INTO %s AS t (", c->t->qname);
+    {
+        int n = 0;
+
+        if (c->t->uuid_tcol >= 0) {
+            buf_puts(&b, c->t->cols[c->t->uuid_tcol].qname);
+            n++;
+        }
+        for (int k = 0; k < c->s->nkeys; k++)
+            buf_printf(&b, "%s%s", n++ > 0 ? ", " : "", c->t->cols[c->t->key_tcol[k]].qname);
+        for (int j = 0; j < c->s->ndata; j++)
+            if (!is_uuid_data(c, j) && c->t->data_tcol[j] != c->t->uuid_tcol)
+                buf_printf(&b, "%s%s", n++ > 0 ? ", " : "", c->t->cols[c->t->data_tcol[j]].qname);
+    }
+    buf_puts(&b, needs_overriding(c) ? ") OVERRIDING SYSTEM VALUE SELECT " : ") SELECT ");
+    {
+        int n = 0;
+
+        if (c->t->uuid_tcol >= 0) {
+            buf_puts(&b, "COALESCE(");
+            if (c->t->uuid_scol >= 0) {
+                uuid_b(&b, c, "b");
+                buf_puts(&b, ", ");
+            }
+            buf_puts(&b, "(SELECT cx.uuid FROM ");
+            crosswalk_rel(&b, c);
+            buf_puts(&b, " AS cx WHERE cx.legacy_key = ");
+            key_text_b(&b, c, "b");
+            buf_puts(&b, "), pg_catalog.gen_random_uuid())");
+            n++;
+        }
+        for (int k = 0; k < c->s->nkeys; k++) {
+            buf_puts(&b, n++ > 0 ? ", " : "");
+            key_b(&b, c, "b", k);
+        }
+        for (int j = 0; j < c->s->ndata; j++) {
+            if (is_uuid_data(c, j) || c->t->data_tcol[j] == c->t->uuid_tcol)
+                continue;
+            buf_puts(&b, n++ > 0 ? ", (" : "(");
+            bcol(&b, "b", c->s->nkeys + j);
+            buf_printf(&b, ")::%s", c->t->cols[c->t->data_tcol[j]].cast);
+        }
+    }
+    buf_printf(&b,
+               " FROM %s AS b WHERE b._rec >= $1 AND b._rec < $2"
+               " AND NOT EXISTS (SELECT 1 FROM %s AS x WHERE x._rec = b._rec) RETURNING ",
+               NAME_BATCH, NAME_BEFORE);
+    uuid_t(&b, c, "t");
+    buf_puts(&b, " AS u, ");
+    key_text_t(&b, c, "t");
+    buf_puts(&b, " AS lk, ");
+    buf_printf(&b, STATE_ROW_HASH_SQL, "t");
+    buf_puts(&b, " AS h)");
+    if (c->t->integer_mode)
+        buf_printf(&b,
+                   ", w AS (INSERT INTO %s.owned_keys (table_name, legacy_key, run_id)"
+                   " SELECT $3, i.lk, $4::bigint FROM i"
+                   " ON CONFLICT ON CONSTRAINT driftless_owned_keys_pkey DO NOTHING)",
+                   c->qs);
+    else
+        buf_printf(&b,
+                   ", w AS (INSERT INTO %s.crosswalk (table_name, legacy_key, uuid, run_id)"
+                   " SELECT $3, i.lk, i.u, $4::bigint FROM i"
+                   " ON CONFLICT ON CONSTRAINT driftless_crosswalk_pkey DO NOTHING)",
+                   c->qs);
+    buf_printf(&b,
+               " INSERT INTO %s.changes %s SELECT $4::bigint, $3, $5, $6, $7::integer, 'I',"
+               " i.lk, i.u, NULL, i.h FROM i",
+               c->qs, changes_cols);
+    c->sql_insert = xstrdup(b.data);
+
+    /* DELETE ... USING the locked rows. */
+    buf_reset(&b);
+    buf_printf(
+        &b, "WITH d AS (DELETE FROM %s AS t USING %s AS b JOIN %s AS x ON x._rec = b._rec WHERE ",
+        c->t->qname, NAME_BATCH, NAME_BEFORE);
+    join_cond(&b, c, "t", "b");
+    buf_puts(&b, " AND b._rec >= $1 AND b._rec < $2 RETURNING ");
+    uuid_t(&b, c, "t");
+    buf_puts(&b, " AS u, ");
+    key_text_t(&b, c, "t");
+    buf_puts(&b, " AS lk, pg_catalog.to_jsonb(t) AS img)");
+    if (c->t->integer_mode)
+        buf_printf(&b,
+                   ", o AS (DELETE FROM %s.owned_keys AS o USING d"
+                   " WHERE o.table_name = $3 AND o.legacy_key = d.lk)",
+                   c->qs);
+    buf_printf(&b,
+               " INSERT INTO %s.changes %s SELECT $4::bigint, $3, $5, $6, $7::integer, 'D',"
+               " d.lk, d.u, d.img, NULL FROM d",
+               c->qs, changes_cols);
+    c->sql_delete = xstrdup(b.data);
+
+    /* Integer keys: deletes of the application's rows are counted, never done. */
+    buf_reset(&b);
+    buf_printf(&b, "SELECT count(*) FROM %s AS t JOIN %s AS b ON ", c->t->qname, NAME_BATCH);
+    join_cond(&b, c, "t", "b");
+    buf_puts(&b, " WHERE b._rec >= $1 AND b._rec < $2 AND NOT ");
+    owned_expr(&b, c, "t", "b");
+    c->sql_not_owned = xstrdup(b.data);
+
+    /* Rows born in the target that a delete would cascade into or be blocked by. */
+    c->sql_children = xcalloc((size_t)c->t->nfk + 1, sizeof(char *));
+    c->sql_children_all = xcalloc((size_t)c->t->nfk + 1, sizeof(char *));
+    for (int f = 0; f < c->t->nfk; f++) {
+        c->sql_children[f] = children_sql(c, &c->t->fk[f], 1);
+        c->sql_children_all[f] = children_sql(c, &c->t->fk[f], 0);
+    }
+
+    buf_reset(&b);
+    buf_printf(&b,
+               "INSERT INTO %s.batches (stream_checksum, table_name, phase, batch, run_id,"
+               " first_record, last_record, rows, inserted, updated, deleted, rejected, deferred,"
+               " rejects) VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7::bigint,"
+               " $8::integer, $9::integer, $10::integer, $11::integer, $12::integer,"
+               " $13::bigint[], $14::jsonb)",
+               c->qs);
+    c->sql_checkpoint = xstrdup(b.data);
+    buf_free(&b);
+}
+
+/* The highest $n in sql: the statements number their parameters from $1 without gaps. */
+static int
+nparams(const char *sql)
+{
+    int max = 0;
+
+    for (const char *p = sql; (p = strchr(p, '$')) != NULL; p++) {
+        int v = 0;
+
+        while (p[1] >= '0' && p[1] <= '9')
+            v = v * 10 + (*++p - '0');
+        if (v > max)
+            max = v;
+    }
+    return max;
+}
+
+/* ---- error handling ---- */
+
+static enum failure
+classify(const char *st)
+{
+    if (strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "55P03") == 0)
+        return F_RETRY;
+    if (strcmp(st, "23505") == 0)
+        return F_UNIQUE;
+    if (strncmp(st, "22", 2) == 0 || strcmp(st, "23502") == 0 || strcmp(st, "23514") == 0 ||
+        strcmp(st, "23503") == 0)
+        return F_DATA;
+    return F_OTHER;
+}
+
+static const char *
+condition_name(const char *st)
+{
+    static const struct {
+        const char *code, *name;
+    } names[] = {
+        { "22001", "string_data_right_truncation" },
+        { "22003", "numeric_value_out_of_range" },
+        { "22007", "invalid_datetime_format" },
+        { "22008", "datetime_field_overflow" },
+        { "22012", "division_by_zero" },
+        { "22021", "character_not_in_repertoire" },
+        { "22023", "invalid_parameter_value" },
+        { "22P02", "invalid_text_representation" },
+        { "22P05", "untranslatable_character" },
+        { "23502", "not_null_violation" },
+        { "23503", "foreign_key_violation" },
+        { "23505", "unique_violation" },
+        { "23514", "check_violation" },
+    };
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(names[i].code, st) == 0)
+            return names[i].name;
+    return strncmp(st, "22", 2) == 0 ? "data_exception" : "error";
+}
+
+/*
+ * The reason a row was refused. A class 22 message may quote the value
+ * (customer data), so only the condition is named; class 23 messages name
+ * the constraint and never a value.
+ */
+static char *
+reason_text(struct db *d)
+{
+    const char *st = db_last_sqlstate(d);
+    struct buf b;
+
+    buf_init(&b);
+    buf_printf(&b, "%s (%s)", condition_name(st), st);
+    if (strncmp(st, "23", 2) == 0)
+        buf_printf(&b, ": %s", db_last_message(d));
+    else if (db_last_constraint(d)[0] != '\0')
+        buf_printf(&b, ": constraint \"%s\"", db_last_constraint(d));
+    return b.data;
+}
+
+/* Run one of our statements; failures are recorded, printed by the caller. */
+static int
+stmt(struct ctx *c, const char *sql, const char *const *params, long long *tuples,
+     struct db_result **res)
+{
+    struct db_result *r = NULL;
+    int rc;
+
+    rc = db_query(c->d, &r, c->t->name, sql, nparams(sql), params);
+    if (rc == 0) {
+        if (tuples != NULL)
+            *tuples = db_cmd_tuples(r);
+        if (res != NULL)
+            *res = r;
+        else
+            db_result_free(r);
+    }
+    return rc;
+}
+
+/* A statement failure that is not a row's fault: print it with the batch. */
+static int
+batch_error(struct ctx *c, const char *what)
+{
+    const char *st = db_last_sqlstate(c->d);
+
+    if (strncmp(st, "22", 2) == 0)
+        err_msg(EXIT_DB, "table %s: %s batch %d: could not %s: %s (SQLSTATE %s)", c->t->name,
+                phase_names[c->phase], c->batch_no, what, condition_name(st), st);
+    else
+        err_msg(EXIT_DB, "table %s: %s batch %d: could not %s: %s (SQLSTATE %s)", c->t->name,
+                phase_names[c->phase], c->batch_no, what, db_last_message(c->d),
+                st[0] ? st : "none");
+    return EXIT_DB;
+}
+
+/* ---- the batch ---- */
+
+static void
+batch_reset(struct ctx *c)
+{
+    buf_reset(&c->copy);
+    for (int i = 0; i < c->n; i++) {
+        free(c->keys[i]);
+        free(c->pre_reason[i]);
+    }
+    c->n = 0;
+}
+
+static void
+results_reset(struct ctx *c)
+{
+    c->b_ins = c->b_upd = c->b_del = c->b_not_owned = 0;
+    c->nb_deferred = 0;
+    for (int i = 0; i < c->nb_rejects; i++) {
+        free(c->b_rejects[i].key);
+        free(c->b_rejects[i].reason);
+    }
+    c->nb_rejects = 0;
+}
+
+static void
+add_batch_reject(struct ctx *c, int i, char *reason)
+{
+    if (c->nb_rejects == c->capb_rejects) {
+        c->capb_rejects = c->capb_rejects ? c->capb_rejects * 2 : 16;
+        c->b_rejects = xrealloc(c->b_rejects, (size_t)c->capb_rejects * sizeof(struct reject));
+    }
+    c->b_rejects[c->nb_rejects].ord = c->ords[i];
+    c->b_rejects[c->nb_rejects].key = xstrdup(c->keys[i]);
+    c->b_rejects[c->nb_rejects].reason = reason;
+    c->nb_rejects++;
+}
+
+static void
+add_batch_deferred(struct ctx *c, int i)
+{
+    if (c->nb_deferred == c->capb_deferred) {
+        c->capb_deferred = c->capb_deferred ? c->capb_deferred * 2 : 16;
+        c->b_deferred = xrealloc(c->b_deferred, (size_t)c->capb_deferred * sizeof(uint64_t));
+    }
+    c->b_deferred[c->nb_deferred++] = c->ords[i];
+}
+
+static void
+add_run_reject(struct ctx *c, uint64_t ord, const char *key, const char *reason)
+{
+    if (c->nrejects == c->caprejects) {
+        c->caprejects = c->caprejects ? c->caprejects * 2 : 16;
+        c->rejects = xrealloc(c->rejects, c->caprejects * sizeof(struct reject));
+    }
+    c->rejects[c->nrejects].ord = ord;
+    c->rejects[c->nrejects].key = xstrdup(key);
+    c->rejects[c->nrejects].reason = xstrdup(reason);
+    c->nrejects++;
+}
+
+static void
+add_run_deferred(struct ctx *c, uint64_t ord)
+{
+    if (c->ndeferred == c->capdeferred) {
+        c->capdeferred = c->capdeferred ? c->capdeferred * 2 : 64;
+        c->deferred = xrealloc(c->deferred, c->capdeferred * sizeof(uint64_t));
+    }
+    c->deferred[c->ndeferred++] = ord;
+}
+
+/* 1 if [p, p+n) is valid UTF-8 without NUL (what a text column can hold). */
+static int
+valid_utf8(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned char ch = p[i];
+        size_t len;
+        unsigned int cp;
+
+        if (ch == 0)
+            return 0;
+        if (ch < 0x80) {
+            i++;
+            continue;
+        }
+        if (ch >= 0xc2 && ch <= 0xdf) {
+            len = 2;
+            cp = ch & 0x1f;
+        } else if (ch >= 0xe0 && ch <= 0xef) {
+            len = 3;
+            cp = ch & 0x0f;
+        } else if (ch >= 0xf0 && ch <= 0xf4) {
+            len = 4;
+            cp = ch & 0x07;
+        } else {
+            return 0;
+        }
+        if (i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* COPY text: backslash escapes for the four bytes that would end a field or row. */
+static void
+copy_escape(struct buf *b, const struct rs_value *v)
+{
+    const char *p = v->data, *end, *run;
+
+    if (v->data == NULL) {
+        buf_append(b, "\\N", 2);
+        return;
+    }
+    end = p + v->len;
+    buf_reserve(b, v->len + 16);
+    for (run = p; p < end; p++) {
+        const char *esc;
+
+        switch (*p) {
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
+        default:
+            continue;
+        }
+        buf_append(b, run, (size_t)(p - run));
+        buf_append(b, esc, 2);
+        run = p + 1;
+    }
+    buf_append(b, run, (size_t)(end - run));
+}
+
+/* Add a record to the batch. */
+static void
+batch_add(struct ctx *c, const struct rs_value *v, uint64_t ord)
+{
+    const struct spool *s = c->s;
+    char key[512];
+    int i = c->n;
+
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 1024;
+        c->ords = xrealloc(c->ords, (size_t)c->cap * sizeof(uint64_t));
+        c->keys = xrealloc(c->keys, (size_t)c->cap * sizeof(char *));
+        c->pre = xrealloc(c->pre, (size_t)c->cap);
+        c->pre_reason = xrealloc(c->pre_reason, (size_t)c->cap * sizeof(char *));
+    }
+    rs_key_format(&s->hdr, v, key, sizeof(key));
+    c->ords[i] = ord;
+    c->keys[i] = xstrdup(key);
+    c->pre[i] = 0;
+    c->pre_reason[i] = NULL;
+    c->n++;
+    for (int k = 0; k < s->nkeys + s->ndata; k++) {
+        int col = k < s->nkeys ? s->key_cols[k] : s->data_cols[k - s->nkeys];
+        const struct rs_value *x = &v[col];
+
+        if (x->data != NULL && !valid_utf8((const unsigned char *)x->data, x->len)) {
+            struct buf r;
+
+            buf_init(&r);
+            buf_printf(&r, "character_not_in_repertoire (22021): column \"%s\" is not valid UTF-8",
+                       s->hdr.cols[col].name);
+            c->pre[i] = 1;
+            c->pre_reason[i] = r.data;
+            return;
+        }
+    }
+    buf_printf(&c->copy, "%d\t%c", i, v[s->op_col].data[0]);
+    for (int k = 0; k < s->nkeys + s->ndata; k++) {
+        int col = k < s->nkeys ? s->key_cols[k] : s->data_cols[k - s->nkeys];
+
+        buf_putc(&c->copy, '\t');
+        copy_escape(&c->copy, &v[col]);
+    }
+    buf_putc(&c->copy, '\n');
+}
+
+static int
+copy_batch(struct ctx *c)
+{
+    int rc;
+
+    if ((rc = db_copy_in_begin(c->d, c->t->name, c->sql_copy)) != 0)
+        return rc;
+    rc = db_copy_in_put(c->d, c->copy.data != NULL ? c->copy.data : "", c->copy.len);
+    if (rc != 0) {
+        db_copy_in_end(c->d, "pgapply could not send the batch");
+        return rc;
+    }
+    return db_copy_in_end(c->d, NULL);
+}
+
+/* Params $1..$7: lo, hi, table, run, checksum, phase, batch. */
+static void
+fill_params(struct ctx *c, const char **p, char *lo, char *hi, char *bn, int from, int to)
+{
+    snprintf(lo, 16, "%d", from);
+    snprintf(hi, 16, "%d", to);
+    snprintf(bn, 16, "%d", c->batch_no);
+    p[0] = lo;
+    p[1] = hi;
+    p[2] = c->t->name;
+    p[3] = c->run;
+    p[4] = c->s->checksum;
+    p[5] = phase_names[c->phase];
+    p[6] = bn;
+}
+
+/* The key of the row that holds the unique value record i wanted. */
+static char *
+other_key(struct ctx *c, int i, const char *constraint)
+{
+    const struct uindex *u = target_uindex(c->t, constraint);
+    struct db_result *r = NULL;
+    struct buf b;
+    const char *params[1];
+    char rec[16];
+    char *out = NULL;
+
+    if (u == NULL)
+        return NULL;
+    buf_init(&b);
+    buf_puts(&b, "SELECT ");
+    key_text_t(&b, c, "t2");
+    buf_puts(&b, ", (");
+    uuid_t(&b, c, "t2");
+    buf_printf(&b, ")::text FROM %s AS t2 JOIN %s AS b ON ", c->t->qname, NAME_BATCH);
+    for (int k = 0; k < u->ncols; k++) {
+        int sc = -1;
+
+        for (int j = 0; j < c->s->nkeys + c->s->ndata; j++) {
+            int col = j < c->s->nkeys ? c->s->key_cols[j] : c->s->data_cols[j - c->s->nkeys];
+
+            if (strcmp(c->s->hdr.cols[col].name, u->cols[k]) == 0)
+                sc = j;
+        }
+        if (sc < 0) {
+            /* the value comes from a default or a trigger: it cannot be matched here */
+            buf_free(&b);
+            return NULL;
+        }
+        {
+            int tc = target_find(c->t, u->cols[k]);
+
+            buf_printf(&b, "%st2.%s = (", k > 0 ? " AND " : "", c->t->cols[tc].qname);
+            bcol(&b, "b", sc);
+            buf_printf(&b, ")::%s", c->t->cols[tc].cast);
+        }
+    }
+    buf_puts(&b, " WHERE b._rec = $1::integer AND (");
+    join_cond(&b, c, "t2", "b");
+    buf_puts(&b, ") IS NOT TRUE LIMIT 1");
+    snprintf(rec, sizeof(rec), "%d", i);
+    params[0] = rec;
+    if (db_query(c->d, &r, c->t->name, b.data, 1, params) == 0 && db_ntuples(r) == 1) {
+        struct buf o;
+
+        buf_init(&o);
+        if (db_value(r, 0, 0) != NULL) {
+            buf_puts(&o, "key (");
+            for (int k = 0; k < c->s->nkeys; k++)
+                buf_printf(&o, "%s%s", k > 0 ? ", " : "", c->s->hdr.cols[c->s->key_cols[k]].name);
+            buf_printf(&o, ")=(%s)", db_value(r, 0, 0));
+        } else {
+            buf_printf(&o, "a row born in the target (%s)=(%s)",
+                       c->t->uuid_tcol >= 0 ? c->t->cols[c->t->uuid_tcol].name : "ctid",
+                       db_value(r, 0, 1) != NULL ? db_value(r, 0, 1) : "?");
+        }
+        out = o.data;
+    }
+    db_result_free(r);
+    buf_free(&b);
+    return out;
+}
+
+/*
+ * Apply records [lo, hi) of the batch under a savepoint; on a row's error,
+ * split until the bad rows stand alone. Returns 0, F_RETRY (the whole batch
+ * must be retried) or an exit code.
+ */
+static int
+apply_range(struct ctx *c, int lo, int hi)
+{
+    const char *p[7];
+    char a[16], b[16], bn[16];
+    long long n1 = 0, n2 = 0;
+    enum failure f;
+    char *st, *cons, *reason;
+    int rc;
+
+    if (hi <= lo)
+        return 0;
+    fill_params(c, p, a, b, bn, lo, hi);
+    if ((rc = db_exec(c->d, "SAVEPOINT driftless_range")) != 0)
+        return classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY
+                                                           : batch_error(c, "start a savepoint");
+    if (c->phase == PH_DELETE) {
+        rc = stmt(c, c->sql_delete, p, &n1, NULL);
+    } else {
+        rc = stmt(c, c->sql_update, p, &n1, NULL);
+        if (rc == 0)
+            rc = stmt(c, c->sql_insert, p, &n2, NULL);
+    }
+    if (rc == 0) {
+        if ((rc = db_exec(c->d, "RELEASE SAVEPOINT driftless_range")) != 0)
+            return classify(db_last_sqlstate(c->d)) == F_RETRY
+                       ? F_RETRY
+                       : batch_error(c, "release a savepoint");
+        if (c->phase == PH_DELETE) {
+            c->b_del += n1;
+        } else {
+            c->b_upd += n1;
+            c->b_ins += n2;
+        }
+        return 0;
+    }
+    st = xstrdup(db_last_sqlstate(c->d));
+    cons = xstrdup(db_last_constraint(c->d));
+    f = classify(st);
+    if (f == F_RETRY) {
+        free(st);
+        free(cons);
+        return F_RETRY;
+    }
+    if (f == F_OTHER) {
+        batch_error(c, c->phase == PH_DELETE ? "delete" : "upsert");
+        err_note("detail: records %llu to %llu of the stream", (unsigned long long)c->ords[lo] + 1,
+                 (unsigned long long)c->ords[hi - 1] + 1);
+        free(st);
+        free(cons);
+        return EXIT_DB;
+    }
+    reason = reason_text(c->d);
+    if ((rc = db_exec(c->d, "ROLLBACK TO SAVEPOINT driftless_range")) != 0 ||
+        (rc = db_exec(c->d, "RELEASE SAVEPOINT driftless_range")) != 0) {
+        rc = classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY
+                                                         : batch_error(c, "roll back a savepoint");
+        goto out;
+    }
+    if (f == F_UNIQUE &&
+        (strncmp(cons, "driftless_", 10) == 0 || target_is_legacy_index(c->t, c->s, cons) ||
+         (c->t->uuid_tcol >= 0 && target_uindex(c->t, cons) != NULL &&
+          target_uindex(c->t, cons)->ncols == 1 &&
+          strcmp(target_uindex(c->t, cons)->cols[0], c->t->cols[c->t->uuid_tcol].name) == 0))) {
+        /* Not a row's fault: a key or UUID is already taken. Find the row, then stop. */
+        if (hi - lo > 1) {
+            int mid = lo + (hi - lo) / 2;
+
+            if ((rc = apply_range(c, lo, mid)) == 0)
+                rc = apply_range(c, mid, hi);
+            if (rc == 0)
+                rc = err_msg(EXIT_REFUSED, "table %s: refused: %s (constraint \"%s\") in batch %d",
+                             c->t->name, reason, cons, c->batch_no);
+            goto out;
+        }
+        if (strncmp(cons, "driftless_", 10) == 0)
+            rc = err_msg(EXIT_REFUSED,
+                         "table %s: key %s: refused: the state already records this change or "
+                         "mapping (constraint \"%s\")",
+                         c->t->name, c->keys[lo], cons);
+        else
+            rc = err_msg(EXIT_REFUSED,
+                         "table %s: key %s: refused: its legacy key or UUID is already taken in "
+                         "the target (constraint \"%s\")",
+                         c->t->name, c->keys[lo], cons);
+        goto out;
+    }
+    if (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+
+        if ((rc = apply_range(c, lo, mid)) == 0)
+            rc = apply_range(c, mid, hi);
+        goto out;
+    }
+    /* One row. */
+    if (f == F_UNIQUE && c->phase == PH_UPSERT) {
+        /* Perhaps a row the delete phase removes holds the value: try again after it. */
+        add_batch_deferred(c, lo);
+    } else if (f == F_UNIQUE) {
+        char *other = other_key(c, lo, cons);
+        struct buf r;
+
+        buf_init(&r);
+        buf_printf(&r, "unique_violation (23505): constraint \"%s\", value held by %s", cons,
+                   other != NULL ? other : "another row");
+        free(other);
+        add_batch_reject(c, lo, r.data);
+    } else {
+        add_batch_reject(c, lo, reason);
+        reason = NULL;
+    }
+    rc = 0;
+out:
+    free(reason);
+    free(st);
+    free(cons);
+    return rc;
+}
+
+static void
+print_refusal(struct ctx *c, int code, int i)
+{
+    static const char *const why[] = {
+        "",
+        "more than one target row has this legacy key",
+        "the stream's UUID differs from the row's (a UUID is never rewritten)",
+        "the crosswalk maps this key to another UUID than the row's",
+        "an insert meets an existing row with this legacy key under another UUID",
+        "the stream's UUID differs from the crosswalk's for this key",
+        "its UUID is already used by another row of the target",
+        "the crosswalk maps this UUID to another key",
+        "a row with this key was created by the application, not migrated",
+    };
+
+    err_msg(EXIT_REFUSED, "table %s: key %s: refused: %s", c->t->name, c->keys[i],
+            code > 0 && code < (int)(sizeof(why) / sizeof(why[0])) ? why[code] : "?");
+}
+
+/* "(legacy_id)=(5)" from a legacy_key text (a JSON array for a composite key). */
+static char *
+format_key_text(const struct ctx *c, const char *lk)
+{
+    struct buf b;
+
+    buf_init(&b);
+    buf_puts(&b, "(");
+    for (int k = 0; k < c->s->nkeys; k++)
+        buf_printf(&b, "%s%s", k > 0 ? ", " : "", c->s->hdr.cols[c->s->key_cols[k]].name);
+    if (c->s->nkeys == 1)
+        buf_printf(&b, ")=(%s)", lk != NULL ? lk : "?");
+    else
+        buf_printf(&b, ")=%s", lk != NULL ? lk : "?");
+    return b.data;
+}
+
+/* Name the target-born children found by a children query; EXIT_REFUSED if any. */
+static int
+report_children(const struct ctx *c, const struct fkref *fk, const struct db_result *r)
+{
+    for (int i = 0; i < db_ntuples(r); i++) {
+        char *key = format_key_text(c, db_value(r, i, 1));
+        struct buf id;
+
+        buf_init(&id);
+        if (fk->nident > 0) {
+            buf_puts(&id, "(");
+            for (int k = 0; k < fk->nident; k++)
+                buf_printf(&id, "%s%s", k > 0 ? ", " : "", fk->ident_names[k]);
+            buf_printf(&id, ")=(%s)", db_value(r, i, 2));
+        } else {
+            buf_printf(&id, "(ctid)=(%s)", db_value(r, i, 2));
+        }
+        err_msg(EXIT_REFUSED,
+                "table %s: key %s: refused: the delete would cascade into, or be blocked by, "
+                "row %s of %s, born in the target (constraint \"%s\")",
+                c->t->name, key, id.data, fk->child, fk->conname);
+        buf_free(&id);
+        free(key);
+    }
+    return db_ntuples(r) > 0 ? EXIT_REFUSED : 0;
+}
+
+/* Checks that stop the run (exit 6) before anything of the batch is written. */
+static int
+check_batch(struct ctx *c, const char **p)
+{
+    struct db_result *r = NULL;
+    int rc;
+
+    if (c->phase != PH_DELETE) {
+        if ((rc = stmt(c, c->sql_check, p, NULL, &r)) != 0)
+            return rc;
+        for (int i = 0; i < db_ntuples(r); i++)
+            print_refusal(c, atoi(db_value(r, i, 1)), atoi(db_value(r, i, 0)));
+        rc = db_ntuples(r) > 0 ? EXIT_REFUSED : 0;
+        db_result_free(r);
+        return rc;
+    }
+    for (int f = 0; f < c->t->nfk; f++) {
+        if ((rc = stmt(c, c->sql_children[f], p, NULL, &r)) != 0)
+            return rc;
+        rc = report_children(c, &c->t->fk[f], r);
+        db_result_free(r);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* JSON string with the escapes JSON requires. */
+static void
+json_str(struct buf *b, const char *s)
+{
+    buf_putc(b, '"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_printf(b, "\\%c", *p);
+        else if (*p < 0x20)
+            buf_printf(b, "\\u%04x", *p);
+        else
+            buf_putc(b, (char)*p);
+    }
+    buf_putc(b, '"');
+}
+
+static int
+checkpoint(struct ctx *c)
+{
+    const char *p[14];
+    char bn[16], first[24], last[24], rows[16], ins[24], upd[24], del[24], rej[16];
+    struct buf deferred, rejects;
+    int rc;
+
+    buf_init(&deferred);
+    buf_init(&rejects);
+    buf_putc(&deferred, '{');
+    for (int i = 0; i < c->nb_deferred; i++)
+        buf_printf(&deferred, "%s%llu", i > 0 ? "," : "", (unsigned long long)c->b_deferred[i]);
+    buf_putc(&deferred, '}');
+    buf_putc(&rejects, '[');
+    for (int i = 0; i < c->nb_rejects; i++) {
+        buf_printf(&rejects, "%s{\"record\": %llu, \"key\": ", i > 0 ? ", " : "",
+                   (unsigned long long)c->b_rejects[i].ord);
+        json_str(&rejects, c->b_rejects[i].key);
+        buf_puts(&rejects, ", \"reason\": ");
+        json_str(&rejects, c->b_rejects[i].reason);
+        buf_putc(&rejects, '}');
+    }
+    buf_putc(&rejects, ']');
+    snprintf(bn, sizeof(bn), "%d", c->batch_no);
+    snprintf(first, sizeof(first), "%llu", (unsigned long long)c->ords[0]);
+    snprintf(last, sizeof(last), "%llu", (unsigned long long)c->ords[c->n - 1]);
+    snprintf(rows, sizeof(rows), "%d", c->n);
+    snprintf(ins, sizeof(ins), "%lld", c->b_ins);
+    snprintf(upd, sizeof(upd), "%lld", c->b_upd);
+    snprintf(del, sizeof(del), "%lld", c->b_del);
+    snprintf(rej, sizeof(rej), "%d", c->nb_rejects);
+    p[0] = c->s->checksum;
+    p[1] = c->t->name;
+    p[2] = phase_names[c->phase];
+    p[3] = bn;
+    p[4] = c->run;
+    p[5] = first;
+    p[6] = last;
+    p[7] = rows;
+    p[8] = ins;
+    p[9] = upd;
+    p[10] = del;
+    p[11] = rej;
+    p[12] = deferred.data;
+    p[13] = rejects.data;
+    rc = db_query(c->d, NULL, c->t->name, c->sql_checkpoint, 14, p);
+    buf_free(&deferred);
+    buf_free(&rejects);
+    return rc;
+}
+
+/* Returns 0, F_RETRY or an exit code; the transaction is closed either way. */
+static int
+try_batch_quiet(struct ctx *c)
+{
+    const char *p[7];
+    char a[16], b[16], bn[16], sql[96];
+    long long locked = 0;
+    int rc;
+
+    results_reset(c);
+    for (int i = 0; i < c->n; i++)
+        if (c->pre[i])
+            add_batch_reject(c, i, xstrdup(c->pre_reason[i]));
+    fill_params(c, p, a, b, bn, 0, c->n);
+    if ((rc = db_exec(c->d, c->dry ? "BEGIN TRANSACTION READ ONLY" : "BEGIN")) != 0)
+        return batch_error(c, "begin");
+    snprintf(sql, sizeof(sql), "SET LOCAL lock_timeout = %lld", (long long)c->o->lock_timeout_ms);
+    if ((rc = db_exec(c->d, sql)) != 0 ||
+        (rc = db_exec(c->d, "SET CONSTRAINTS ALL IMMEDIATE")) != 0) {
+        rc = batch_error(c, "set up the transaction");
+        goto fail;
+    }
+    if ((rc = copy_batch(c)) != 0) {
+        rc = batch_error(c, "copy the batch");
+        goto fail;
+    }
+    if ((rc = stmt(c, c->phase == PH_DELETE ? c->sql_lock_del : c->sql_lock, p, &locked, NULL)) !=
+        0) {
+        rc =
+            classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY : batch_error(c, "lock the rows");
+        goto fail;
+    }
+    if ((rc = check_batch(c, p)) != 0) {
+        if (rc == EXIT_DB)
+            rc = classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY
+                                                             : batch_error(c, "check the batch");
+        goto fail;
+    }
+    if (c->phase == PH_DELETE && c->t->integer_mode) {
+        struct db_result *r = NULL;
+
+        if ((rc = stmt(c, c->sql_not_owned, p, NULL, &r)) != 0) {
+            rc = classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY
+                                                             : batch_error(c, "count the rows");
+            goto fail;
+        }
+        c->b_not_owned = atoll(db_value(r, 0, 0));
+        db_result_free(r);
+    }
+    if (c->dry) {
+        int valid = 0;
+
+        for (int i = 0; i < c->n; i++)
+            valid += !c->pre[i];
+        if (c->phase == PH_DELETE) {
+            c->b_del = locked;
+        } else {
+            c->b_upd = locked;
+            c->b_ins = valid - locked;
+        }
+        db_exec(c->d, "ROLLBACK");
+        return 0;
+    }
+    if ((rc = apply_range(c, 0, c->n)) != 0)
+        goto fail;
+    if ((rc = checkpoint(c)) != 0) {
+        rc = classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY
+                                                         : batch_error(c, "write the checkpoint");
+        goto fail;
+    }
+    if ((rc = db_exec(c->d, "COMMIT")) != 0) {
+        rc = classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY : batch_error(c, "commit");
+        goto fail;
+    }
+    return 0;
+fail:
+    db_exec(c->d, "ROLLBACK");
+    return rc;
+}
+
+/*
+ * The batch's statements report their own errors: libpq's DETAIL of a
+ * constraint violation quotes the row, which is customer data.
+ */
+static int
+try_batch(struct ctx *c)
+{
+    int rc;
+
+    db_set_quiet(c->d, 1);
+    rc = try_batch_quiet(c);
+    db_set_quiet(c->d, 0);
+    return rc;
+}
+
+static void
+progress(struct ctx *c, int force)
+{
+    double t = now();
+
+    if (!c->o->progress || (!force && t - c->last_progress < 0.5))
+        return;
+    c->last_progress = t;
+    err_note("table %s: %s batch %d: %llu rows applied (%.0f rows/s)", c->t->name,
+             phase_names[c->phase], c->batch_no, (unsigned long long)c->applied,
+             t > c->started ? (double)c->applied / (t - c->started) : 0.0);
+}
+
+static int
+failpoint(struct ctx *c)
+{
+    if (c->o->fail_after_commit > 0 && c->commits == c->o->fail_after_commit) {
+        /* Test hook: die as a killed pipeline would, the whole process group at once. */
+        kill(0, SIGKILL);
+        pause();
+    }
+    return 0;
+}
+
+static int
+flush_batch(struct ctx *c)
+{
+    int rc = 0;
+
+    if (c->n == 0)
+        return 0;
+    if (io_interrupted) {
+        batch_reset(c);
+        return err_msg(EXIT_IO, "interrupted");
+    }
+    for (int attempt = 0;; attempt++) {
+        rc = try_batch(c);
+        if (rc != F_RETRY)
+            break;
+        if (attempt == MAX_RETRIES) {
+            rc =
+                err_msg(EXIT_DB, "table %s: %s batch %d: gave up after %d retries (%s)", c->t->name,
+                        phase_names[c->phase], c->batch_no, MAX_RETRIES, db_last_message(c->d));
+            break;
+        }
+        /* A deadlock or serialization failure: back off a little and try again. */
+        usleep((useconds_t)(100000 * (attempt + 1)));
+    }
+    if (rc == 0) {
+        c->c->inserted += (uint64_t)c->b_ins;
+        c->c->updated += (uint64_t)c->b_upd;
+        c->c->deleted += (uint64_t)c->b_del;
+        c->c->not_owned += (uint64_t)c->b_not_owned;
+        if (c->phase == PH_DELETE)
+            c->c->not_found += (uint64_t)(c->n - c->b_del - c->b_not_owned - c->nb_rejects);
+        c->c->batches++;
+        c->applied += (uint64_t)(c->b_ins + c->b_upd + c->b_del);
+        for (int i = 0; i < c->nb_rejects; i++) {
+            if (!c->dry)
+                err_msg(EXIT_DIFF, "table %s: key %s: rejected: %s", c->t->name,
+                        c->b_rejects[i].key, c->b_rejects[i].reason);
+            add_run_reject(c, c->b_rejects[i].ord, c->b_rejects[i].key, c->b_rejects[i].reason);
+        }
+        for (int i = 0; i < c->nb_deferred; i++)
+            add_run_deferred(c, c->b_deferred[i]);
+        c->c->deferred += (uint64_t)c->nb_deferred;
+        if (!c->dry)
+            c->commits++;
+        progress(c, 0);
+        if (!c->dry)
+            failpoint(c);
+    }
+    batch_reset(c);
+    results_reset(c);
+    return rc;
+}
+
+static struct done *
+find_done(const struct ctx *c, int phase, int batch)
+{
+    for (int i = 0; i < c->ndone; i++)
+        if (c->done[i].phase == phase && c->done[i].batch == batch)
+            return &c->done[i];
+    return NULL;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* One phase: its records in stream order, in batches; committed batches skipped. */
+static int
+run_phase(struct ctx *c, enum phase ph)
+{
+    struct spool_iter it;
+    const struct rs_value *v = NULL;
+    uint64_t ord = 0;
+    size_t di = 0;
+    int rc;
+
+    c->phase = ph;
+    c->batch_no = 1;
+    if (ph == PH_RETRY) {
+        if (c->ndeferred == 0)
+            return 0;
+        qsort(c->deferred, c->ndeferred, sizeof(uint64_t), cmp_u64);
+    }
+    if ((rc = spool_iter_open(&it, c->s)) != 0)
+        return rc;
+    for (;;) {
+        /* the next record of this phase */
+        for (;;) {
+            if ((rc = spool_iter_next(&it, &v, &ord)) != 0 || v == NULL)
+                break;
+            if (ph == PH_RETRY) {
+                while (di < c->ndeferred && c->deferred[di] < ord)
+                    di++;
+                if (di < c->ndeferred && c->deferred[di] == ord)
+                    break;
+                if (di == c->ndeferred) {
+                    v = NULL;
+                    break;
+                }
+                continue;
+            }
+            if ((v[c->s->op_col].data[0] == 'D') == (ph == PH_DELETE))
+                break;
+        }
+        if (rc != 0 || v == NULL)
+            break;
+        if (c->n == 0) {
+            const struct done *dn = find_done(c, ph, c->batch_no);
+
+            if (dn != NULL) {
+                if (dn->first != ord) {
+                    rc = err_msg(EXIT_INTERNAL,
+                                 "table %s: %s batch %d: its checkpoint starts at record %llu, "
+                                 "the stream at %llu",
+                                 c->t->name, phase_names[ph], c->batch_no,
+                                 (unsigned long long)dn->first + 1, (unsigned long long)ord + 1);
+                    break;
+                }
+                /* Committed before: skip its records, keep its rejects. */
+                c->c->skipped_batches++;
+                c->c->skipped_rows += (uint64_t)dn->rows;
+                for (int i = 0; i < dn->nrejects; i++)
+                    add_run_reject(c, dn->rejects[i].ord, dn->rejects[i].key,
+                                   dn->rejects[i].reason);
+                c->batch_no++;
+                while (v != NULL && ord < dn->last) {
+                    if ((rc = spool_iter_next(&it, &v, &ord)) != 0)
+                        break;
+                }
+                if (rc != 0)
+                    break;
+                continue;
+            }
+        }
+        batch_add(c, v, ord);
+        if (c->n >= c->o->batch_rows || (int64_t)c->copy.len >= c->o->batch_bytes) {
+            if ((rc = flush_batch(c)) != 0)
+                break;
+            c->batch_no++;
+        }
+    }
+    if (rc == 0)
+        rc = flush_batch(c);
+    batch_reset(c);
+    spool_iter_close(&it);
+    progress(c, 1);
+    return rc;
+}
+
+/* ---- before the batches ---- */
+
+static int
+load_done(struct ctx *c)
+{
+    struct db_result *r = NULL;
+    const char *p[2] = { c->s->checksum, c->t->name };
+    struct buf sql;
+    int rc;
+
+    buf_init(&sql);
+    buf_printf(&sql,
+               "SELECT phase, batch, first_record, last_record, rows FROM %s.batches"
+               " WHERE stream_checksum = $1 AND table_name = $2 ORDER BY phase, batch",
+               c->qs);
+    if ((rc = db_query(c->d, &r, c->t->name, sql.data, 2, p)) != 0)
+        goto done;
+    c->ndone = db_ntuples(r);
+    c->done = xcalloc((size_t)c->ndone + 1, sizeof(struct done));
+    for (int i = 0; i < c->ndone; i++) {
+        struct done *dn = &c->done[i];
+        const char *ph = db_value(r, i, 0);
+
+        dn->phase = strcmp(ph, "upsert") == 0   ? PH_UPSERT
+                    : strcmp(ph, "delete") == 0 ? PH_DELETE
+                                                : PH_RETRY;
+        dn->batch = atoi(db_value(r, i, 1));
+        dn->first = strtoull(db_value(r, i, 2), NULL, 10);
+        dn->last = strtoull(db_value(r, i, 3), NULL, 10);
+        dn->rows = atoll(db_value(r, i, 4));
+    }
+    db_result_free(r);
+    r = NULL;
+
+    buf_reset(&sql);
+    buf_printf(&sql,
+               "SELECT phase, batch, (j->>'record')::bigint, j->>'key', j->>'reason'"
+               " FROM %s.batches, pg_catalog.jsonb_array_elements(rejects) AS j"
+               " WHERE stream_checksum = $1 AND table_name = $2",
+               c->qs);
+    if ((rc = db_query(c->d, &r, c->t->name, sql.data, 2, p)) != 0)
+        goto done;
+    for (int i = 0; i < db_ntuples(r); i++) {
+        const char *ph = db_value(r, i, 0);
+        int phase = strcmp(ph, "upsert") == 0   ? PH_UPSERT
+                    : strcmp(ph, "delete") == 0 ? PH_DELETE
+                                                : PH_RETRY;
+        struct done *dn = find_done(c, phase, atoi(db_value(r, i, 1)));
+
+        if (dn == NULL)
+            continue;
+        dn->rejects = xrealloc(dn->rejects, (size_t)(dn->nrejects + 1) * sizeof(struct reject));
+        dn->rejects[dn->nrejects].ord = strtoull(db_value(r, i, 2), NULL, 10);
+        dn->rejects[dn->nrejects].key = xstrdup(db_value(r, i, 3) ? db_value(r, i, 3) : "");
+        dn->rejects[dn->nrejects].reason = xstrdup(db_value(r, i, 4) ? db_value(r, i, 4) : "");
+        dn->nrejects++;
+    }
+    db_result_free(r);
+    r = NULL;
+
+    /* Rows the upsert phase set aside wait for the retry phase, whoever committed them. */
+    buf_reset(&sql);
+    buf_printf(&sql,
+               "SELECT pg_catalog.unnest(deferred) FROM %s.batches"
+               " WHERE stream_checksum = $1 AND table_name = $2 AND phase = 'upsert'",
+               c->qs);
+    if ((rc = db_query(c->d, &r, c->t->name, sql.data, 2, p)) != 0)
+        goto done;
+    for (int i = 0; i < db_ntuples(r); i++)
+        add_run_deferred(c, strtoull(db_value(r, i, 0), NULL, 10));
+    c->c->deferred += (uint64_t)db_ntuples(r);
+done:
+    db_result_free(r);
+    buf_free(&sql);
+    return rc;
+}
+
+static int
+is_registered(struct ctx *c, int *reg)
+{
+    struct db_result *r = NULL;
+    const char *p[1] = { c->t->name };
+    struct buf sql;
+    int rc;
+
+    *reg = 0;
+    if (!c->have_state)
+        return 0;
+    buf_init(&sql);
+    buf_printf(&sql, "SELECT 1 FROM %s.tables WHERE table_name = $1", c->qs);
+    rc = db_query(c->d, &r, c->t->name, sql.data, 1, p);
+    if (rc == 0)
+        *reg = db_ntuples(r) > 0;
+    db_result_free(r);
+    buf_free(&sql);
+    return rc;
+}
+
+/* Copy the stream's delete keys into the batch table (first run of an integer-key table). */
+static int
+copy_delete_keys(struct ctx *c)
+{
+    struct spool_iter it;
+    const struct rs_value *v;
+    uint64_t ord;
+    struct buf b, sql;
+    int rc, n = 0;
+
+    buf_init(&b);
+    buf_init(&sql);
+    buf_printf(&sql, "COPY %s (_rec, _op", NAME_BATCH);
+    for (int k = 0; k < c->s->nkeys; k++)
+        buf_printf(&sql, ", c%d", k);
+    buf_puts(&sql, ") FROM STDIN");
+    if ((rc = spool_iter_open(&it, c->s)) != 0)
+        goto out;
+    if ((rc = db_copy_in_begin(c->d, c->t->name, sql.data)) != 0) {
+        spool_iter_close(&it);
+        goto out;
+    }
+    while ((rc = spool_iter_next(&it, &v, &ord)) == 0 && v != NULL) {
+        if (v[c->s->op_col].data[0] != 'D')
+            continue;
+        buf_printf(&b, "%d\tD", n++);
+        for (int k = 0; k < c->s->nkeys; k++) {
+            buf_putc(&b, '\t');
+            copy_escape(&b, &v[c->s->key_cols[k]]);
+        }
+        buf_putc(&b, '\n');
+        if (b.len >= 1 << 20) {
+            if ((rc = db_copy_in_put(c->d, b.data, b.len)) != 0)
+                break;
+            buf_reset(&b);
+        }
+    }
+    if (rc == 0 && b.len > 0)
+        rc = db_copy_in_put(c->d, b.data, b.len);
+    if (rc == 0)
+        rc = db_copy_in_end(c->d, NULL);
+    else
+        db_copy_in_end(c->d, "pgapply could not read the stream");
+    spool_iter_close(&it);
+out:
+    buf_free(&b);
+    buf_free(&sql);
+    return rc;
+}
+
+/*
+ * First run on a table: fill the crosswalk from its legacy column (UUID
+ * tables) or take the keys present on both sides as migrated (integer keys),
+ * and register the table, in one transaction.
+ */
+static int
+register_table(struct ctx *c)
+{
+    struct db_result *r = NULL;
+    const char *p[6];
+    struct buf sql, keys;
+    long long migrated = 0, app = 0;
+    char mbuf[24], abuf[24];
+    int rc, reg;
+
+    buf_init(&sql);
+    buf_init(&keys);
+    if ((rc = db_exec(c->d, "BEGIN")) != 0)
+        goto out;
+    p[0] = c->t->name;
+    buf_printf(&sql, "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended("
+                     "'driftless.register:' || $1, 0))");
+    if ((rc = db_query(c->d, NULL, c->t->name, sql.data, 1, p)) != 0)
+        goto fail;
+    if ((rc = is_registered(c, &reg)) != 0)
+        goto fail;
+    if (reg) {
+        db_exec(c->d, "ROLLBACK");
+        c->registered = 1;
+        goto out;
+    }
+    p[1] = c->run;
+    if (!c->t->integer_mode) {
+        int unique = 0;
+
+        for (int i = 0; i < c->t->nuindex; i++)
+            if (target_is_legacy_index(c->t, c->s, c->t->uindex[i].name))
+                unique = 1;
+        if (!unique) {
+            buf_reset(&sql);
+            buf_puts(&sql, "SELECT ");
+            key_text_t(&sql, c, "t");
+            buf_printf(&sql, " FROM %s AS t WHERE ", c->t->qname);
+            keys_not_null(&sql, c, "t");
+            buf_puts(&sql, " GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 10");
+            if ((rc = db_query(c->d, &r, c->t->name, sql.data, 0, NULL)) != 0)
+                goto fail;
+            for (int i = 0; i < db_ntuples(r); i++)
+                err_msg(EXIT_REFUSED,
+                        "table %s: refused: legacy key %s is held by more than one row", c->t->name,
+                        db_value(r, i, 0));
+            rc = db_ntuples(r) > 0 ? EXIT_REFUSED : 0;
+            db_result_free(r);
+            r = NULL;
+            if (rc != 0)
+                goto fail;
+        }
+        /* A crosswalk loaded before (a mapping CSV) must agree with the table. */
+        buf_reset(&sql);
+        buf_printf(&sql, "SELECT cx.legacy_key FROM %s.crosswalk AS cx JOIN %s AS t ON ", c->qs,
+                   c->t->qname);
+        key_text_t(&sql, c, "t");
+        buf_puts(&sql, " = cx.legacy_key WHERE cx.table_name = $1 AND cx.uuid <> ");
+        uuid_t(&sql, c, "t");
+        buf_puts(&sql, " ORDER BY 1 LIMIT 10");
+        if ((rc = db_query(c->d, &r, c->t->name, sql.data, 1, p)) != 0)
+            goto fail;
+        for (int i = 0; i < db_ntuples(r); i++)
+            err_msg(EXIT_REFUSED,
+                    "table %s: refused: the crosswalk maps legacy key %s to another UUID than "
+                    "the table's row",
+                    c->t->name, db_value(r, i, 0));
+        rc = db_ntuples(r) > 0 ? EXIT_REFUSED : 0;
+        db_result_free(r);
+        r = NULL;
+        if (rc != 0)
+            goto fail;
+        buf_reset(&sql);
+        buf_printf(&sql,
+                   "INSERT INTO %s.crosswalk (table_name, legacy_key, uuid, run_id) SELECT $1, ",
+                   c->qs);
+        key_text_t(&sql, c, "t");
+        buf_puts(&sql, ", ");
+        uuid_t(&sql, c, "t");
+        buf_printf(&sql, ", $2::bigint FROM %s AS t WHERE ", c->t->qname);
+        keys_not_null(&sql, c, "t");
+        buf_puts(&sql, " ON CONFLICT ON CONSTRAINT driftless_crosswalk_pkey DO NOTHING");
+        if ((rc = db_query(c->d, &r, c->t->name, sql.data, 2, p)) != 0) {
+            if (strcmp(db_last_sqlstate(c->d), "23505") == 0)
+                rc = err_msg(EXIT_REFUSED,
+                             "table %s: refused: the crosswalk already maps one of "
+                             "the table's UUIDs to another legacy key",
+                             c->t->name);
+            goto fail;
+        }
+        migrated = db_cmd_tuples(r);
+        db_result_free(r);
+        r = NULL;
+        /* The batches join it at once: give the planner its size. */
+        buf_reset(&sql);
+        buf_printf(&sql, "ANALYZE %s.crosswalk", c->qs);
+        if ((rc = db_exec(c->d, sql.data)) != 0)
+            goto fail;
+    } else {
+        if ((rc = copy_delete_keys(c)) != 0)
+            goto fail;
+        buf_reset(&sql);
+        buf_printf(&sql, "INSERT INTO %s.owned_keys (table_name, legacy_key, run_id) SELECT $1, ",
+                   c->qs);
+        key_text_t(&sql, c, "t");
+        buf_printf(&sql, ", $2::bigint FROM %s AS t WHERE NOT EXISTS (SELECT 1 FROM %s AS b WHERE ",
+                   c->t->qname, NAME_BATCH);
+        join_cond(&sql, c, "t", "b");
+        buf_puts(&sql, ") ON CONFLICT ON CONSTRAINT driftless_owned_keys_pkey DO NOTHING");
+        if ((rc = db_query(c->d, &r, c->t->name, sql.data, 2, p)) != 0)
+            goto fail;
+        migrated = db_cmd_tuples(r);
+        db_result_free(r);
+        r = NULL;
+        buf_reset(&sql);
+        buf_printf(&sql, "ANALYZE %s.owned_keys", c->qs);
+        if ((rc = db_exec(c->d, sql.data)) != 0)
+            goto fail;
+        buf_reset(&sql);
+        buf_puts(&sql, "SELECT ");
+        key_text_t(&sql, c, "t");
+        buf_printf(&sql, " FROM %s AS t JOIN %s AS b ON ", c->t->qname, NAME_BATCH);
+        join_cond(&sql, c, "t", "b");
+        buf_puts(&sql, " ORDER BY b._rec");
+        if ((rc = db_query(c->d, &r, c->t->name, sql.data, 0, NULL)) != 0)
+            goto fail;
+        app = db_ntuples(r);
+        for (int i = 0; i < db_ntuples(r) && i < 10; i++)
+            buf_printf(&keys, "%s%s", i > 0 ? ", " : "", db_value(r, i, 0));
+        db_result_free(r);
+        r = NULL;
+    }
+    snprintf(mbuf, sizeof(mbuf), "%lld", migrated);
+    snprintf(abuf, sizeof(abuf), "%lld", app);
+    {
+        struct buf arr;
+        char **names = xcalloc((size_t)c->s->nkeys + 1, sizeof(char *));
+
+        for (int k = 0; k < c->s->nkeys; k++)
+            names[k] = c->s->hdr.cols[c->s->key_cols[k]].name;
+        buf_init(&arr);
+        state_text_array(&arr, names, c->s->nkeys);
+        free(names);
+        buf_reset(&sql);
+        buf_printf(&sql,
+                   "INSERT INTO %s.tables (table_name, key_columns, uuid_column, run_id,"
+                   " migrated_rows, application_rows)"
+                   " VALUES ($1, $3::text[], $4, $2::bigint, $5::bigint, $6::bigint)",
+                   c->qs);
+        p[2] = arr.data;
+        p[3] = c->t->uuid_tcol >= 0 ? c->t->cols[c->t->uuid_tcol].name : NULL;
+        p[4] = mbuf;
+        p[5] = abuf;
+        rc = db_query(c->d, NULL, c->t->name, sql.data, 6, p);
+        buf_free(&arr);
+        if (rc != 0)
+            goto fail;
+    }
+    if ((rc = db_exec(c->d, "COMMIT")) != 0)
+        goto out;
+    c->registered = 1;
+    if (app > 0)
+        err_note("table %s: first run: %lld rows found only in the target are taken as the "
+                 "application's and will never be updated or deleted (keys %s%s)",
+                 c->t->name, app, keys.data, app > 10 ? ", ..." : "");
+    goto out;
+fail:
+    db_exec(c->d, "ROLLBACK");
+out:
+    db_result_free(r);
+    buf_free(&sql);
+    buf_free(&keys);
+    return rc;
+}
+
+static int
+create_temp_tables(struct ctx *c)
+{
+    struct buf b;
+    int rc;
+
+    buf_init(&b);
+    buf_printf(&b, "CREATE TEMP TABLE driftless_batch (_rec integer NOT NULL, _op text NOT NULL");
+    for (int i = 0; i < c->s->nkeys + c->s->ndata; i++)
+        buf_printf(&b, ", c%d text", i);
+    buf_puts(&b, ") ON COMMIT DELETE ROWS;"
+                 " CREATE TEMP TABLE driftless_before (_rec integer NOT NULL, img jsonb, u uuid,"
+                 " lk text, owned boolean) ON COMMIT DELETE ROWS");
+    rc = db_exec(c->d, b.data);
+    buf_free(&b);
+    return rc;
+}
+
+/*
+ * Before the first write: no delete of the stream may cascade into, or be
+ * blocked by, a row born in the target (DESIGN.md). Each delete batch checks
+ * again under its locks.
+ */
+static int
+preflight_children(struct ctx *c)
+{
+    const char *p[3] = { "0", "2147483647", c->t->name };
+    struct db_result *r = NULL;
+    int rc, bad = 0;
+
+    if (c->t->nfk == 0 || c->s->n_delete == 0 || !(c->o->phases & PHASE_DELETE))
+        return 0;
+    if ((rc = db_exec(c->d, "BEGIN TRANSACTION READ ONLY")) != 0)
+        return rc;
+    if ((rc = copy_delete_keys(c)) != 0)
+        goto out;
+    for (int f = 0; f < c->t->nfk; f++) {
+        if ((rc = stmt(c, c->sql_children_all[f], p, NULL, &r)) != 0)
+            goto out;
+        if (report_children(c, &c->t->fk[f], r) != 0)
+            bad = 1;
+        db_result_free(r);
+        r = NULL;
+    }
+    rc = bad ? EXIT_REFUSED : 0;
+out:
+    db_exec(c->d, "ROLLBACK");
+    return rc;
+}
+
+/* ---- the reject stream ---- */
+
+static int
+cmp_reject(const void *a, const void *b)
+{
+    const struct reject *x = a, *y = b;
+
+    return x->ord < y->ord ? -1 : x->ord > y->ord;
+}
+
+/* The rejected records, in stream order (so in key order), with a _reason column. */
+static int
+write_rejects(struct ctx *c)
+{
+    struct io_atomic out = { -1, NULL, NULL };
+    struct rs_writer *w = NULL;
+    struct rs_header h;
+    struct spool_iter it;
+    const struct rs_value *v;
+    struct rs_value *row = NULL;
+    uint64_t ord;
+    size_t ri = 0;
+    int rc, reason_col, ncols;
+
+    rs_header_copy(&h, &c->s->hdr);
+    reason_col = rs_header_find(&h, "_reason");
+    if (reason_col < 0)
+        reason_col = rs_header_add_column(&h, "_reason", "text", RS_ROLE_DATA, RS_ORDER_NONE);
+    ncols = h.ncols;
+    row = xcalloc((size_t)ncols, sizeof(struct rs_value));
+    qsort(c->rejects, c->nrejects, sizeof(struct reject), cmp_reject);
+    if ((rc = io_atomic_open(&out, c->o->reject_file)) != 0)
+        goto done;
+    if ((rc = rs_writer_open(&w, out.fd, c->o->reject_file, &h, RS_LEVEL_AUTO)) != 0)
+        goto done;
+    if (c->nrejects > 0) {
+        if ((rc = spool_iter_open(&it, c->s)) != 0)
+            goto done;
+        while (ri < c->nrejects && (rc = spool_iter_next(&it, &v, &ord)) == 0 && v != NULL) {
+            if (ord != c->rejects[ri].ord)
+                continue;
+            for (int i = 0; i < c->s->hdr.ncols; i++)
+                row[i] = v[i];
+            row[reason_col].data = c->rejects[ri].reason;
+            row[reason_col].len = strlen(c->rejects[ri].reason);
+            if ((rc = rs_writer_put(w, row)) != 0)
+                break;
+            /* the same record can be listed twice only by a bug; write it once */
+            while (ri < c->nrejects && c->rejects[ri].ord == ord)
+                ri++;
+        }
+        spool_iter_close(&it);
+        if (rc != 0)
+            goto done;
+    }
+    if ((rc = rs_writer_finish(w)) != 0)
+        goto done;
+    rc = io_atomic_commit(&out);
+done:
+    rs_writer_free(w);
+    if (rc != 0)
+        io_atomic_abort(&out);
+    rs_header_free(&h);
+    free(row);
+    return rc;
+}
+
+/* ---- the run ---- */
+
+int
+apply_run(struct db *d, const struct options *o, struct spool *s, struct target *t,
+          long long run_id, struct counts *cnt)
+{
+    struct ctx c;
+    int version = 0, rc;
+
+    memset(&c, 0, sizeof(c));
+    c.d = d;
+    c.o = o;
+    c.s = s;
+    c.t = t;
+    c.c = cnt;
+    c.dry = o->dry_run;
+    c.qs = db_quote_ident(d, o->schema);
+    snprintf(c.run, sizeof(c.run), "%lld", run_id);
+    buf_init(&c.copy);
+    c.started = now();
+    c.last_progress = c.started;
+
+    if ((rc = state_version(d, o->schema, &version)) != 0)
+        goto done;
+    c.have_state = version > 0;
+    if ((rc = is_registered(&c, &c.registered)) != 0)
+        goto done;
+    if ((rc = create_temp_tables(&c)) != 0)
+        goto done;
+    if (!c.dry && !c.registered && (rc = register_table(&c)) != 0)
+        goto done;
+    build_statements(&c);
+    if (c.have_state && (rc = load_done(&c)) != 0)
+        goto done;
+    if ((rc = preflight_children(&c)) != 0)
+        goto done;
+
+    if (o->phases & PHASE_UPSERT) {
+        if ((rc = run_phase(&c, PH_UPSERT)) != 0)
+            goto done;
+    }
+    if (o->phases & PHASE_DELETE) {
+        if ((rc = run_phase(&c, PH_DELETE)) != 0)
+            goto done;
+        if ((rc = run_phase(&c, PH_RETRY)) != 0)
+            goto done;
+    }
+    cnt->failed = c.nrejects;
+    if (o->reject_file != NULL && !c.dry && (rc = write_rejects(&c)) != 0)
+        goto done;
+    rc = c.nrejects > 0 ? EXIT_DIFF : 0;
+done:
+    cnt->failed = c.nrejects;
+    batch_reset(&c);
+    results_reset(&c);
+    buf_free(&c.copy);
+    free(c.ords);
+    free(c.keys);
+    free(c.pre);
+    free(c.pre_reason);
+    free(c.b_deferred);
+    free(c.b_rejects);
+    free(c.deferred);
+    for (size_t i = 0; i < c.nrejects; i++) {
+        free(c.rejects[i].key);
+        free(c.rejects[i].reason);
+    }
+    free(c.rejects);
+    for (int i = 0; i < c.ndone; i++) {
+        for (int j = 0; j < c.done[i].nrejects; j++) {
+            free(c.done[i].rejects[j].key);
+            free(c.done[i].rejects[j].reason);
+        }
+        free(c.done[i].rejects);
+    }
+    free(c.done);
+    free(c.sql_copy);
+    free(c.sql_lock);
+    free(c.sql_lock_del);
+    free(c.sql_check);
+    free(c.sql_update);
+    free(c.sql_insert);
+    free(c.sql_delete);
+    free(c.sql_not_owned);
+    free(c.sql_checkpoint);
+    if (c.sql_children != NULL)
+        for (int f = 0; f < t->nfk; f++)
+            free(c.sql_children[f]);
+    if (c.sql_children_all != NULL)
+        for (int f = 0; f < t->nfk; f++)
+            free(c.sql_children_all[f]);
+    free(c.sql_children);
+    free(c.sql_children_all);
+    free(c.qs);
+    return rc;
+}
