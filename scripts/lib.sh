@@ -17,6 +17,20 @@ dl_init() {
     umask 077
     dl_log_file=
     dl_run_id=
+    # The globals the table pipelines read; scripts set them from their options.
+    map=
+    run_dir=
+    source_env=SOURCE_DATABASE_URL
+    target_env=TARGET_DATABASE_URL
+    snap_source=
+    snap_target=
+    registered=
+    bg_pids=
+    # What table_load sets (declared for readers of this file).
+    t_error='' t_source='' t_query='' t_lk='' t_sk='' t_uuid='' t_cols='' t_mapping=''
+    t_ktype='' t_guard='' t_nkeys='' t_keysel='' t_keynotnull='' t_xwkeys='' t_tcols=''
+    t_tsel='' t_keytext='' t_fks=''
+    tl_loaded=
 }
 
 dl_err() {
@@ -158,14 +172,15 @@ snap_close() {
 
 # ---- waiting for a pipeline ----
 
-# pipe_status PID...: wait for each; print the first status that tells the cause
-# (a stage killed by SIGPIPE, 141, only reflects a later stage's failure).
+# pipe_status PID...: wait for each; set ps_first to the first status that tells
+# the cause (a stage killed by SIGPIPE, 141, only echoes a later stage's failure).
+# Not in $(...): a subshell cannot wait for its parent's children.
 pipe_status() {
     ps_first=0
     ps_pipe=0
     for ps_pid in "$@"; do
-        wait "$ps_pid"
-        ps_rc=$?
+        ps_rc=0
+        wait "$ps_pid" || ps_rc=$?
         if [ $ps_rc -eq 141 ]; then
             ps_pipe=141
         elif [ $ps_rc -ne 0 ] && [ $ps_first -eq 0 ]; then
@@ -173,57 +188,92 @@ pipe_status() {
         fi
     done
     [ $ps_first -ne 0 ] || ps_first=$ps_pipe
-    echo $ps_first
 }
 
 # ---- one table's plan, from the map ----
 
-# table_load MAP TABLE: set t_source, t_query, t_lk (legacy key, comma list),
-# t_sk (source key), t_uuid, t_cols, t_fkargs (idmap --fk arguments, one per line),
-# t_guard (rowdiff guard arguments).
+# table_load MAP TABLE: one awk pass over the map sets every t_* variable the
+# pipelines need (SQL text included), so a table costs one process, not dozens.
+#   t_source t_query t_lk t_sk t_uuid t_cols t_mapping t_ktype t_guard t_nkeys
+#   t_keysel     "k1", "k2"                t_keynotnull  "k1" IS NOT NULL AND ...
+#   t_xwkeys     the crosswalk's legacy_key (alias c) as typed key columns
+#   t_tcols      uuid and data columns, comma list (target dump)
+#   t_tsel       t."uuid", t."col", ...     t_keytext  the legacy-key text of row t
+#   t_fks        idmap's --fk arguments, shell-quoted (for eval "set -- $t_fks")
 table_load() {
-    tl_map=$1
-    tl_t=$2
-    t_source=$(map_get "$tl_map" "$tl_t" source || printf '%s' "$tl_t")
-    t_lk=$(map_get "$tl_map" "$tl_t" legacy_key) ||
-        dl_die 4 "table map: table $tl_t: no legacy_key"
-    t_sk=$(map_get "$tl_map" "$tl_t" source_key || printf '%s' "$t_lk")
-    t_uuid=$(map_get "$tl_map" "$tl_t" uuid_column || true)
-    t_cols=$(map_get "$tl_map" "$tl_t" columns || true)
-    t_query=$(map_get "$tl_map" "$tl_t" source_query || true)
-    if [ -z "$t_query" ]; then
-        t_query=$(table_source_query "$tl_map" "$tl_t")
-    fi
-    t_guard="--guard-pct $(map_get "$tl_map" "$tl_t" guard_pct || echo 10)"
-    t_guard="$t_guard --guard-min $(map_get "$tl_map" "$tl_t" guard_min || echo 100)"
-    for tl_a in $(list_words "$(map_get "$tl_map" "$tl_t" allow || true)"); do
-        case $tl_a in
-        inserts | updates | deletes) t_guard="$t_guard --allow-$tl_a" ;;
-        all) t_guard="$t_guard --allow-all" ;;
-        *) dl_die 4 "table map: table $tl_t: allow: unknown value '$tl_a'" ;;
-        esac
-    done
-}
-
-# table_source_query MAP TABLE: SELECT source_key AS legacy_key, expr AS col ... FROM source.
-table_source_query() {
-    tq_lk=$(list_words "$t_lk")
-    tq_sk=$(list_words "$t_sk")
-    [ "$(printf '%s\n' "$tq_lk" | wc -l)" -eq "$(printf '%s\n' "$tq_sk" | wc -l)" ] ||
-        dl_die 4 "table map: table $2: legacy_key and source_key differ in length"
-    tq_sel=$(printf '%s\n' "$tq_sk" | paste -d ' ' - /dev/null | {
-        i=0
-        while read -r sk _; do
-            i=$((i + 1))
-            lk=$(printf '%s\n' "$tq_lk" | sed -n "${i}p")
-            printf '%s AS %s, ' "$(sql_ident "$sk")" "$(sql_ident "$lk")"
-        done
-    })
-    for tq_c in $(list_words "$t_cols"); do
-        tq_e=$(map_get "$1" "$2" "expr.$tq_c" || sql_ident "$tq_c")
-        tq_sel="$tq_sel($tq_e) AS $(sql_ident "$tq_c"), "
-    done
-    printf 'SELECT %s FROM %s' "${tq_sel%, }" "$(sql_ident "$t_source")"
+    [ "${tl_loaded:-}" != "$1|$2" ] || return 0
+    tl_out=$(awk -v want="$2" -v maps="$run_dir/maps" '
+        function trim(x) { gsub(/^[ \t]+|[ \t]+$/, "", x); return x }
+        function q(x) { gsub(/"/, "\"\"", x); return "\"" x "\"" }
+        function qq(x,    n, p, i, o) { n = split(x, p, "."); o = ""
+            for (i = 1; i <= n; i++) o = o (i > 1 ? "." : "") q(p[i]); return o }
+        function words(x, arr,    n, i, p, k) { n = split(x, p, ","); k = 0
+            for (i = 1; i <= n; i++) { p[i] = trim(p[i]); if (p[i] != "") arr[++k] = p[i] }
+            return k }
+        function sh(x) { gsub(/\047/, "\047\\\047\047", x); return "\047" x "\047" }
+        function get(k, d) { return (k in tv) ? tv[k] : ((k in dv) ? dv[k] : d) }
+        /^[ \t]*(#|$)/ { next }
+        /^[ \t]*\[[^]]+\][ \t]*$/ { sec = $0; gsub(/^[ \t]*\[|\][ \t]*$/, "", sec); next }
+        {
+            i = index($0, "="); k = trim(substr($0, 1, i - 1)); v = trim(substr($0, i + 1))
+            if (sec == want) { tv[k] = v; if (k ~ /^fk\./) fkorder[++nfk] = substr(k, 4) }
+            else if (sec == "defaults") dv[k] = v
+        }
+        END {
+            if (!("legacy_key" in tv) && !("legacy_key" in dv)) { print "t_error=" sh("no legacy_key"); exit }
+            nlk = words(get("legacy_key"), lk); nsk = words(get("source_key", get("legacy_key")), sk)
+            if (nlk != nsk) { print "t_error=" sh("legacy_key and source_key differ in length"); exit }
+            nkt = words(get("key_type", "bigint"), kt)
+            ncol = words(get("columns", ""), col)
+            uuid = get("uuid_column", "")
+            source = get("source", want)
+            lkl = ""; keysel = ""; notnull = ""; xw = ""; ktext = ""; sel = ""
+            for (i = 1; i <= nlk; i++) {
+                lkl = lkl (i > 1 ? "," : "") lk[i]
+                keysel = keysel (i > 1 ? ", " : "") q(lk[i])
+                notnull = notnull (i > 1 ? " AND " : "") q(lk[i]) " IS NOT NULL"
+                t = (i <= nkt) ? kt[i] : kt[nkt]
+                xw = xw (i > 1 ? ", " : "") (nlk == 1 ? "c.legacy_key" : "(c.legacy_key::jsonb ->> " (i - 1) ")") "::" t " AS " q(lk[i])
+                ktext = ktext (i > 1 ? ", " : "") "(t." q(lk[i]) ")::text"
+                sel = sel (i > 1 ? ", " : "") q(sk[i]) " AS " q(lk[i])
+            }
+            if (nlk > 1) ktext = "pg_catalog.to_jsonb(ARRAY[" ktext "])::text"
+            skl = ""; for (i = 1; i <= nsk; i++) skl = skl (i > 1 ? "," : "") sk[i]
+            cols = ""; tcols = uuid; tsel = (uuid != "") ? "t." q(uuid) : ""
+            for (i = 1; i <= ncol; i++) {
+                cols = cols (i > 1 ? "," : "") col[i]
+                tcols = tcols (tcols != "" ? "," : "") col[i]
+                tsel = tsel (tsel != "" ? ", " : "") "t." q(col[i])
+                e = get("expr." col[i], q(col[i]))
+                sel = sel ", (" e ") AS " q(col[i])
+            }
+            query = get("source_query", "")
+            if (query == "") query = "SELECT " sel " FROM " qq(source)
+            guard = "--guard-pct " get("guard_pct", 10) " --guard-min " get("guard_min", 100)
+            na = words(get("allow", ""), al)
+            for (i = 1; i <= na; i++) {
+                if (al[i] ~ /^(inserts|updates|deletes|all)$/) guard = guard " --allow-" al[i]
+                else { print "t_error=" sh("allow: unknown value " al[i]); exit }
+            }
+            fks = ""
+            for (i = 1; i <= nfk; i++) {
+                c = fkorder[i]; spec = c
+                if (c ~ /\+/) { first = c; sub(/\+.*/, "", first); spec = c; gsub(/\+/, ",", spec); spec = spec "=>" first }
+                pol = get("fk_policy." c, get("dangling", "error"))
+                fks = fks " --fk " sh(spec "=" maps "/" tv["fk." c] ".rs:" pol)
+            }
+            print "t_error=\047\047"
+            print "t_source=" sh(source); print "t_query=" sh(query)
+            print "t_lk=" sh(lkl); print "t_sk=" sh(skl); print "t_uuid=" sh(uuid)
+            print "t_cols=" sh(cols); print "t_mapping=" sh(get("mapping", "column"))
+            print "t_ktype=" sh(get("key_type", "bigint")); print "t_guard=" sh(guard)
+            print "t_nkeys=" nlk; print "t_keysel=" sh(keysel); print "t_keynotnull=" sh(notnull)
+            print "t_xwkeys=" sh(xw); print "t_tcols=" sh(tcols); print "t_tsel=" sh(tsel)
+            print "t_keytext=" sh(ktext); print "t_fks=" sh(fks)
+        }' "$1") || dl_die 4 "table map $1: could not be read"
+    eval "$tl_out"
+    [ -z "$t_error" ] || dl_die 4 "table map: table $2: $t_error"
+    tl_loaded="$1|$2"
 }
 
 # map_groups MAP: the apply groups, parents before children, one per line: a
@@ -263,4 +313,95 @@ map_groups() {
 # map_order MAP: every table, parents before children (cycle members together).
 map_order() {
     map_groups "$1" | tr ' ' '\n'
+}
+
+# ---- the streams of one table, in target form ----
+# These read the globals map, run_dir, source_env, target_env, snap_source,
+# snap_target and registered (state_tables), and add the PIDs of the processes
+# they start to bg_pids.
+
+# state_tables: set registered to the tables driftless has taken over (one per
+# line; empty before the first run), read in the target's snapshot.
+state_tables() {
+    registered=
+    st_has=$(pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name state \
+        --key n --query "SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = 'driftless'" |
+        rowcat --csv) || return 5
+    [ "$st_has" = 1 ] || return 0
+    registered=$(pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name state \
+        --key table_name --query "SELECT table_name FROM driftless.tables" | rowcat --csv) ||
+        return 5
+}
+
+# is_registered TABLE: true when driftless has taken TABLE over.
+is_registered() {
+    printf '%s\n' "$registered" | grep -qxF "$1"
+}
+
+# crosswalk_query TABLE: the table's existing map (legacy key -> uuid).
+crosswalk_query() {
+    if ! is_registered "$1" && [ "$t_mapping" = column ]; then
+        # Before the first apply, the legacy column is the mapping.
+        printf 'SELECT %s, t.%s AS uuid FROM %s AS t WHERE %s' "$t_keysel" "$(sql_ident "$t_uuid")" \
+            "$(sql_ident "$1")" "$t_keynotnull"
+    else
+        printf 'SELECT %s, c.uuid FROM driftless.crosswalk AS c WHERE c.table_name = %s' \
+            "$t_xwkeys" "$(sql_lit "$1")"
+    fi
+}
+
+# stream_keys TABLE: maps/TABLE.rs, the complete id map of this run: issued
+# UUIDs kept, new ones for new legacy keys. Read before any table's rows, so
+# that parents, children, self-references and cycles all find their UUIDs.
+stream_keys() {
+    table_load "$map" "$1"
+    [ -n "$t_uuid" ] || return 0
+    sk_tmp=$run_dir/tmp/$1
+    pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --query "$(crosswalk_query "$1")" \
+        --name "$1" --key "$t_lk" --output "$sk_tmp.crosswalk.rs" || return $?
+    # dash has no pipefail: a failed dump reaches idmap as a truncated stream (4).
+    pgdump-rows --dsn-env "$source_env" --snapshot "$snap_source" \
+        --query "SELECT $t_keysel FROM ($t_query) AS q" --name "$1" --key "$t_lk" |
+        idmap --quiet --table "$1" --uuid-column "$t_uuid" --map "$sk_tmp.crosswalk.rs" \
+            --map-out "$run_dir/maps/$1.rs" >/dev/null
+}
+
+# stream_source TABLE OUT: the source rows in target form (ids mapped) into OUT.
+stream_source() {
+    table_load "$map" "$1"
+    ss_t=$1
+    ss_out=$2
+    ss_fifo=$run_dir/tmp/$1.s1
+    rm -f "$ss_fifo"
+    mkfifo "$ss_fifo"
+    eval "set -- $t_fks"
+    if [ -n "$t_uuid" ]; then
+        set -- "$@" --uuid-column "$t_uuid" --map "$run_dir/maps/$ss_t.rs"
+    fi
+    pgdump-rows --dsn-env "$source_env" --snapshot "$snap_source" --query "$t_query" \
+        --name "$ss_t" --key "$t_lk" >"$ss_fifo" &
+    bg_pids="$bg_pids $!"
+    idmap --quiet --table "$ss_t" --stats "$run_dir/stats/$ss_t.idmap.json" "$@" \
+        <"$ss_fifo" >"$ss_out" &
+    bg_pids="$bg_pids $!"
+}
+
+# stream_target TABLE OUT: the target's migrated rows of TABLE into OUT.
+stream_target() {
+    table_load "$map" "$1"
+    if [ -n "$t_uuid" ] && [ "$t_mapping" != column ]; then
+        # The legacy key lives in the crosswalk only: rows not in it are the target's own.
+        pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name "$1" --key "$t_lk" \
+            --query "SELECT $t_xwkeys, $t_tsel FROM $(sql_ident "$1") AS t JOIN driftless.crosswalk AS c ON c.table_name = $(sql_lit "$1") AND c.uuid = t.$(sql_ident "$t_uuid")" \
+            >"$2" &
+    elif [ -z "$t_uuid" ] && is_registered "$1"; then
+        # A table that kept its keys: only the keys that came from the source.
+        pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name "$1" --key "$t_lk" \
+            --query "SELECT $(printf '%s' "$t_keysel" | sed 's/"\([^"]*\)"/t."\1"/g')${t_tsel:+, $t_tsel} FROM $(sql_ident "$1") AS t WHERE EXISTS (SELECT 1 FROM driftless.owned_keys AS o WHERE o.table_name = $(sql_lit "$1") AND o.legacy_key = $t_keytext)" \
+            >"$2" &
+    else
+        pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --table "$1" --key "$t_lk" \
+            ${t_tcols:+--columns "$t_tcols"} --skip-null-keys >"$2" &
+    fi
+    bg_pids="$bg_pids $!"
 }
