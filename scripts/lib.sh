@@ -310,6 +310,25 @@ map_groups() {
         }'
 }
 
+# map_closure MAP TABLE...: the tables and every ancestor they reach through
+# fk.* entries, in map order (what a run of only those tables must read).
+map_closure() {
+    mc_map=$1
+    shift
+    for mc_t in $(map_tables "$mc_map"); do
+        map_prefixed "$mc_map" "$mc_t" fk. | while IFS='=' read -r _ mc_p; do
+            printf 'edge %s %s\n' "$mc_t" "$mc_p"
+        done
+        printf 'node %s\n' "$mc_t"
+    done | awk -v want="$*" '
+        $1 == "edge" { par[$2] = par[$2] " " $3; next }
+        $1 == "node" { order[++n] = $2 }
+        function take(t,    k, p, i) { if (t in got) return; got[t] = 1
+            k = split(par[t], p, " "); for (i = 1; i <= k; i++) take(p[i]) }
+        END { k = split(want, w, " "); for (i = 1; i <= k; i++) take(w[i])
+            for (i = 1; i <= n; i++) if (order[i] in got) print order[i] }'
+}
+
 # map_order MAP: every table, parents before children (cycle members together).
 map_order() {
     map_groups "$1" | tr ' ' '\n'

@@ -1,0 +1,155 @@
+#!/usr/bin/env bats
+# scripts/migrate on the shop fixture: a legacy source and the target an earlier
+# migration made (UUID keys, legacy ids, a CSV mapping, a cycle, a partitioned
+# source, target-born rows). The target is reached as target_owner, the source
+# as legacy_reader, and every result is checked with SQL or the fixture's export.
+
+load helpers
+
+setup_file() {
+    scratch_setup_file
+    [[ ${SKIP_DB:-} == 1 ]] && return 0
+    export SHOP="$BATS_FILE_TMPDIR/shop"
+    "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
+    export MAP="$SHOP/shop.map"
+}
+
+teardown_file() {
+    scratch_teardown_file
+}
+
+setup() {
+    scratch_setup
+}
+
+# in_sync: source and target hold the same rows, compared in source form.
+in_sync() {
+    rm -rf "$BATS_TEST_TMPDIR/s" "$BATS_TEST_TMPDIR/t"
+    "$REPO/scripts/shop-fixture" export source "$BATS_TEST_TMPDIR/s" --dir "$SHOP"
+    "$REPO/scripts/shop-fixture" export target "$BATS_TEST_TMPDIR/t" --dir "$SHOP"
+    diff -r "$BATS_TEST_TMPDIR/s" "$BATS_TEST_TMPDIR/t"
+}
+
+# uuids: every migrated row's legacy id and UUID, for "never reissued" checks.
+uuids() {
+    psql_super target -c "
+        SELECT 'customers', legacy_id::text, id FROM customers WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'orders', legacy_id::text, id FROM orders WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'order_items', legacy_id::text, id FROM order_items WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'employees', legacy_id::text, id FROM employees WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'stores', legacy_id::text, id FROM stores WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'events', legacy_id::text, id FROM events WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'regions', NULL, id FROM regions
+        ORDER BY 1, 2, 3"
+}
+
+checksums() {
+    for t in regions customers orders order_items employees stores product_tags events; do
+        checksum_table target "public.$t"
+    done
+}
+
+@test "migrate: the first run on an in-sync target changes nothing" {
+    in_sync
+    run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run" --quiet
+    [[ -z $output ]]
+    run -0 awk -F'"inserted":|,"updated":|,"deleted":|,"unchanged"' \
+        '{ s += $2 + $3 + $4 } END { print s }' "$BATS_TEST_TMPDIR/run/summary.jsonl"
+    assert_output 0
+    # The crosswalk now holds every migrated row, regions' from the CSV.
+    run -0 psql_super target -c "SELECT count(*) FROM driftless.crosswalk WHERE table_name = 'public.regions'"
+    assert_output 6
+    run -0 psql_super target -c "SELECT count(*) FROM public.customers c
+        LEFT JOIN driftless.crosswalk x ON x.table_name = 'public.customers'
+            AND x.legacy_key = c.legacy_id::text
+        WHERE c.legacy_id IS NOT NULL AND x.uuid IS DISTINCT FROM c.id"
+    assert_output 0
+}
+
+@test "migrate: after source changes the target equals the source; UUIDs kept; a second run is a no-op" {
+    before=$(uuids)
+    born=$(psql_super target -c "SELECT md5(string_agg(c::text, ',' ORDER BY c.email)) FROM customers c WHERE legacy_id IS NULL")
+    "$REPO/scripts/shop-fixture" drift 1
+    run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run1"
+    assert_output --partial "public.customers: inserted"
+    in_sync
+    # Every UUID issued before the run is unchanged unless its row was deleted.
+    after=$(uuids)
+    gone=$(comm -23 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | awk '{print $1, $2}')
+    while read -r table legacy; do
+        [[ -z $table ]] && continue
+        [[ $table == regions ]] && continue
+        n=$(psql_super target -c "SELECT count(*) FROM $table WHERE legacy_id::text = '$legacy'")
+        [[ $n == 0 ]] || fail "$table legacy id $legacy got a new UUID"
+    done <<<"$gone"
+    # No legacy id twice; target-born rows untouched.
+    run -0 psql_super target -c "SELECT count(*) FROM (SELECT legacy_id FROM orders
+        WHERE legacy_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1) d"
+    assert_output 0
+    run -0 psql_super target -c "SELECT md5(string_agg(c::text, ',' ORDER BY c.email)) FROM customers c WHERE legacy_id IS NULL"
+    assert_output "$born"
+    # Every new child points at its new parent (the export compares FKs as legacy ids).
+    sums=$(checksums)
+    run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run2" --quiet
+    [[ $(checksums) == "$sums" ]] || fail "a second run changed the target"
+}
+
+@test "migrate: the CSV mapping survives the loss of every run directory" {
+    "$REPO/scripts/shop-fixture" drift 2
+    run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/a" --quiet
+    ids=$(psql_super target -c "SELECT legacy_key || ' ' || uuid FROM driftless.crosswalk
+        WHERE table_name = 'public.regions' ORDER BY 1")
+    rm -rf "$BATS_TEST_TMPDIR/a"
+    run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/b" --quiet
+    run -0 psql_super target -c "SELECT legacy_key || ' ' || uuid FROM driftless.crosswalk
+        WHERE table_name = 'public.regions' ORDER BY 1"
+    assert_output "$ids"
+    in_sync
+}
+
+@test "migrate: a dangling foreign key stops before any write, naming table, column and key" {
+    sums=$(checksums)
+    psql_as legacy_owner legacy -c "ALTER TABLE order_items DROP CONSTRAINT order_items_order_id_fkey;
+        INSERT INTO order_items (id, order_id, sku, qty, price) VALUES (77777777, 99999999, 'x', 1, 1)"
+    run -4 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run" --quiet
+    assert_equal "$(checksums)" "$sums"
+    [[ $stderr == *"public.order_items"* && $stderr == *order_id* && $stderr == *99999999* ]] ||
+        fail "message does not name table, column and key: $stderr"
+    psql_as legacy_owner legacy -c "DELETE FROM order_items WHERE id = 77777777"
+}
+
+@test "migrate: a source emptied by mistake trips the delete guard (exit 6), target unchanged" {
+    sums=$(checksums)
+    psql_super legacy -c "CREATE DATABASE legacy_empty TEMPLATE template0 OWNER legacy_owner"
+    psql_as legacy_owner legacy_empty -c "CREATE TABLE events (id int, happened_on date, kind text, payload jsonb)"
+    SOURCE_DATABASE_URL="host=$PGHOST port=$PGPORT dbname=legacy_empty user=legacy_owner" \
+        run -6 --separate-stderr migrate --map "$MAP" --table public.events \
+        --run-dir "$BATS_TEST_TMPDIR/run" --quiet
+    [[ $stderr == *guard* && $stderr == *delete* ]] || fail "no guard message: $stderr"
+    assert_equal "$(checksums)" "$sums"
+}
+
+@test "migrate: killed in the upsert phase, then run again, converges without duplicates" {
+    "$REPO/scripts/shop-fixture" drift 3
+    before=$(uuids)
+    DRIFTLESS_FAILPOINT=pgapply:after-commit:1 run setsid "$REPO/scripts/migrate" --map "$MAP" \
+        --run-dir "$BATS_TEST_TMPDIR/run" --batch-rows 2 --quiet
+    [[ $status -ne 0 ]] || fail "the failpoint did not stop the run"
+    run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run" --quiet
+    in_sync
+    run -0 psql_super target -c "SELECT count(*) FROM (SELECT legacy_id FROM customers
+        WHERE legacy_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1) d"
+    assert_output 0
+    run -0 psql_super target -c "SELECT count(*) FROM driftless.runs WHERE resumed"
+    [[ $output -ge 1 ]] || fail "the second run is not marked resumed"
+}
+
+@test "migrate: usage errors exit 2; a missing map exits 3; a malformed map exits 4" {
+    run -2 --separate-stderr migrate --bogus
+    [[ $stderr == *"unrecognized option '--bogus'"* ]]
+    run -2 --separate-stderr migrate
+    run -3 --separate-stderr migrate --map /nonexistent.map
+    printf '[public.x]\nthis is not a key value line\n' >"$BATS_TEST_TMPDIR/bad.map"
+    run -4 --separate-stderr migrate --map "$BATS_TEST_TMPDIR/bad.map"
+    [[ $stderr == *"line 2"* ]]
+}
