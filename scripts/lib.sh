@@ -29,7 +29,7 @@ dl_init() {
     # What table_load sets (declared for readers of this file).
     t_error='' t_source='' t_query='' t_lk='' t_sk='' t_uuid='' t_cols='' t_mapping=''
     t_ktype='' t_guard='' t_nkeys='' t_keysel='' t_keynotnull='' t_xwkeys='' t_tcols=''
-    t_tsel='' t_keytext='' t_fks=''
+    t_tsel='' t_keytext='' t_fks='' t_schema_args=''
     tl_loaded=
 }
 
@@ -200,6 +200,7 @@ pipe_status() {
 #   t_tcols      uuid and data columns, comma list (target dump)
 #   t_tsel       t."uuid", t."col", ...     t_keytext  the legacy-key text of row t
 #   t_fks        idmap's --fk arguments, shell-quoted (for eval "set -- $t_fks")
+#   t_schema_args  pgverify --schema arguments, shell-quoted ('' for a source_query)
 table_load() {
     [ "${tl_loaded:-}" != "$1|$2" ] || return 0
     tl_out=$(awk -v want="$2" -v maps="$run_dir/maps" '
@@ -270,6 +271,21 @@ table_load() {
             print "t_nkeys=" nlk; print "t_keysel=" sh(keysel); print "t_keynotnull=" sh(notnull)
             print "t_xwkeys=" sh(xw); print "t_tcols=" sh(tcols); print "t_tsel=" sh(tsel)
             print "t_keytext=" sh(ktext); print "t_fks=" sh(fks)
+            # pgverify --schema arguments: how target columns are filled.
+            mc = ""; ign = get("ignore", "")
+            # A legacy key kept only in the crosswalk has no target column.
+            for (i = 1; i <= nlk; i++)
+                if (get("mapping", "column") == "column") mc = mc (mc != "" ? "," : "") lk[i] "=" sk[i]
+                else ign = ign (ign != "" ? "," : "") sk[i]
+            ex = ""; for (i = 1; i <= ncol; i++) if (("expr." col[i]) in tv) ex = ex (ex != "" ? "," : "") col[i]
+            fkc = ""; for (i = 1; i <= nfk; i++) fkc = fkc (fkc != "" ? "," : "") fkorder[i]
+            sa = " --source-table " sh(source) " --target-table " sh(want)
+            if (mc != "") sa = sa " --map-columns " sh(mc)
+            if (ex != "") sa = sa " --expr " sh(ex)
+            if (fkc != "") sa = sa " --fk " sh(fkc)
+            if (uuid != "") sa = sa " --uuid-column " sh(uuid)
+            if (ign != "") sa = sa " --ignore " sh(ign)
+            print "t_schema_args=" sh(get("source_query", "") == "" ? sa : "")
         }' "$1") || dl_die 4 "table map $1: could not be read"
     eval "$tl_out"
     [ -z "$t_error" ] || dl_die 4 "table map: table $2: $t_error"
@@ -423,4 +439,12 @@ stream_target() {
             ${t_tcols:+--columns "$t_tcols"} --skip-null-keys >"$2" &
     fi
     bg_pids="$bg_pids $!"
+}
+
+# schema_check TABLE: pgverify --schema for one table (0, or 6 on drift).
+schema_check() {
+    table_load "$map" "$1"
+    [ -n "$t_schema_args" ] || return 0
+    eval "set -- $t_schema_args"
+    pgverify --schema --quiet --source-env "$source_env" --target-env "$target_env" "$@"
 }
