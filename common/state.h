@@ -20,6 +20,12 @@
  *   PostgreSQL text form ((col)::text), for a composite key the jsonb text of
  *   the array of the columns' text forms, to_jsonb(ARRAY[(a)::text, (b)::text])::text,
  *   e.g. ["42", "a b"]. state_legacy_key_sql builds that expression.
+ * - tables.key_columns names the legacy key. When those are no columns of the
+ *   table, the key lives in the crosswalk only (the earlier migration kept it
+ *   in a CSV or a mapping table; pgapply --register --import-map imports it):
+ *   the table's migrated rows are those whose uuid_column value the crosswalk
+ *   holds for the table, and their legacy key is crosswalk.legacy_key.
+ *   Integer keys are kept as numbers there ("7", never "007").
  * - Key text columns (table_name, legacy_key, stream_checksum) are COLLATE "C":
  *   compare them as bytes.
  * - changes is indexed by its primary key (stream_checksum, table_name,

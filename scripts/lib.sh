@@ -448,3 +448,179 @@ schema_check() {
     eval "set -- $t_schema_args"
     pgverify --schema --quiet --source-env "$source_env" --target-env "$target_env" "$@"
 }
+
+# ---- sync ----
+# Helpers of scripts/sync and scripts/schedule: the operator's .env (parsed,
+# never run as shell), the hiding of connection strings, and the run logs.
+# Self-contained: nothing above calls them.
+
+# sync_env_mode FILE: print FILE's mode in octal (0600); status 1 when group
+# or others have any access to it (an ACL counts as access).
+sync_env_mode() {
+    # shellcheck disable=SC2012 # ls -ln is the portable way to read a mode
+    ls -ldn -- "$1" 2>/dev/null | awk '
+        NR == 1 {
+            p = $1; m = 0
+            for (i = 2; i <= 10; i++) {
+                c = substr(p, i, 1); b = (i - 2) % 3
+                if (c != "-" && c != "S" && c != "T") m += (b == 0 ? 4 : (b == 1 ? 2 : 1)) * (i <= 4 ? 64 : (i <= 7 ? 8 : 1))
+            }
+            printf "0%o\n", m
+            exit (substr(p, 5, 6) != "------" || substr(p, 11, 1) == "+") ? 1 : 0
+        }
+        END { if (NR == 0) exit 2 }'
+}
+
+# sync_env_get FILE KEY: print KEY's value from a .env file of KEY=VALUE lines
+# ("export " allowed, values bare or in single or double quotes, # comments).
+# Status 1 when KEY is not set there, 4 on a malformed line (named by number
+# only: the line may hold a password).
+sync_env_get() {
+    awk -v key="$2" '
+        { sub(/\r$/, "") }
+        /^[ \t]*(#|$)/ { next }
+        {
+            line = $0; sub(/^[ \t]+/, "", line); sub(/^export[ \t]+/, "", line)
+            i = index(line, "=")
+            k = substr(line, 1, i - 1); sub(/[ \t]+$/, "", k)
+            if (i == 0 || k !~ /^[A-Za-z_][A-Za-z0-9_]*$/) {
+                printf "line %d: expected KEY=VALUE\n", NR > "/dev/stderr"; bad = 1; exit
+            }
+            v = substr(line, i + 1); sub(/^[ \t]+/, "", v)
+            q = substr(v, 1, 1)
+            if (q == "\047") {
+                j = index(substr(v, 2), q)
+                if (j == 0) { printf "line %d: unterminated quote\n", NR > "/dev/stderr"; bad = 1; exit }
+                rest = substr(v, j + 2); v = substr(v, 2, j - 1)
+            } else if (q == "\"") {
+                out = ""; closed = 0
+                for (j = 2; j <= length(v); j++) {
+                    c = substr(v, j, 1)
+                    if (c == "\\" && j < length(v)) { j++; c = substr(v, j, 1); out = out (c == "n" ? "\n" : c); continue }
+                    if (c == "\"") { closed = 1; break }
+                    out = out c
+                }
+                if (!closed) { printf "line %d: unterminated quote\n", NR > "/dev/stderr"; bad = 1; exit }
+                rest = substr(v, j + 1); v = out
+            } else {
+                sub(/[ \t]+#.*$/, "", v); sub(/[ \t]+$/, "", v); rest = ""
+            }
+            if (rest !~ /^[ \t]*(#.*)?$/) { printf "line %d: text after the closing quote\n", NR > "/dev/stderr"; bad = 1; exit }
+            if (k == key) { val = v; found = 1 }
+        }
+        END { if (bad) exit 4; if (!found) exit 1; print val }' "$1"
+}
+
+# The awk function redact(line): the connection strings in the environment
+# variables SOURCE_DATABASE_URL and TARGET_DATABASE_URL, and every password
+# in them (keyword, URI user info or URI parameter; percent-decoded too), are
+# replaced by "[redacted]". Children never print them; this is the second net.
+sync_redact_awk='
+function sr_add(v) { if (length(v) >= 4) sr_s[++sr_n] = v }
+function sr_hex(c) { return index("0123456789abcdef", tolower(c)) - 1 }
+function sr_pct(v,    o, i, a, b) {
+    o = ""
+    for (i = 1; i <= length(v); i++) {
+        a = sr_hex(substr(v, i + 1, 1)); b = sr_hex(substr(v, i + 2, 1))
+        if (substr(v, i, 1) == "%" && a >= 0 && b >= 0) { o = o sprintf("%c", a * 16 + b); i += 2 }
+        else o = o substr(v, i, 1)
+    }
+    return o
+}
+function sr_dsn(d,    s, v, i, c, u) {
+    if (d == "") return
+    sr_add(d)
+    s = d
+    while (match(s, /(^|[ \t])(ssl)?password[ \t]*=[ \t]*/)) {
+        s = substr(s, RSTART + RLENGTH)
+        if (substr(s, 1, 1) == "\047") {
+            v = ""
+            for (i = 2; i <= length(s); i++) {
+                c = substr(s, i, 1)
+                if (c == "\\") { i++; v = v substr(s, i, 1); continue }
+                if (c == "\047") break
+                v = v c
+            }
+        } else { match(s, /^[^ \t]*/); v = substr(s, 1, RLENGTH) }
+        sr_add(v)
+    }
+    if (match(d, /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^@\/?#]*@/)) {
+        u = substr(d, RSTART, RLENGTH); sub(/^[^:]*:\/\//, "", u); sub(/@$/, "", u)
+        i = index(u, ":")
+        if (i > 0) { sr_add(substr(u, i + 1)); sr_add(sr_pct(substr(u, i + 1))) }
+    }
+    s = d
+    while (match(s, /[?&](ssl)?password=[^&#]*/)) {
+        v = substr(s, RSTART, RLENGTH); s = substr(s, RSTART + RLENGTH)
+        sub(/^[?&][a-z]*=/, "", v); sr_add(v); sr_add(sr_pct(v))
+    }
+}
+function redact(line,    i, p, o) {
+    if (!sr_init) { sr_init = 1; sr_dsn(ENVIRON["SOURCE_DATABASE_URL"]); sr_dsn(ENVIRON["TARGET_DATABASE_URL"]) }
+    for (i = 1; i <= sr_n; i++) {
+        o = ""
+        while ((p = index(line, sr_s[i])) > 0) {
+            o = o substr(line, 1, p - 1) "[redacted]"; line = substr(line, p + length(sr_s[i]))
+        }
+        line = o line
+    }
+    return line
+}
+function sr_table(line, tables,    n, t, i, p, best, bp, a, z) {
+    n = split(tables, t, " "); best = "-"; bp = 0
+    for (i = 1; i <= n; i++) {
+        p = index(line, t[i]); if (p == 0) continue
+        a = substr(line, p - 1, 1); z = substr(line, p + length(t[i]), 1)
+        if ((p == 1 || a !~ /[A-Za-z0-9_.]/) && z !~ /[A-Za-z0-9_]/ && (bp == 0 || p < bp)) { best = t[i]; bp = p }
+    }
+    return best
+}'
+
+# sync_format STAGE: a child's output (stdin) as run log lines in dl_log's
+# format, appended to $sync_run_log (and printed when $sync_verbose is 1); the
+# table is the first table of $sync_tables a line names.
+sync_format() {
+    SF_LOG=${sync_run_log:-/dev/null} awk -v run="${dl_run_id:--}" -v stage="$1" -v tables="${sync_tables:-}" \
+        -v verbose="${sync_verbose:-0}" "$sync_redact_awk"'
+        {
+            line = redact($0)
+            cmd = "date -u +%Y-%m-%dT%H:%M:%SZ"; ts = ""; cmd | getline ts; close(cmd)
+            if (line ~ /ERROR|[Ee]rror|FATAL|could not|cannot|refus|denied|dangling|failed/) level = "ERROR"
+            else if (line ~ /WARN|[Ww]arning/) level = "WARN"
+            else level = "INFO"
+            out = ts " " level " run=" run " table=" sr_table(line, tables) " stage=" stage " " line
+            print out >> ENVIRON["SF_LOG"]; fflush(ENVIRON["SF_LOG"])
+            if (verbose == 1) print out
+        }'
+}
+
+# sync_copy_log FILE POSFILE STAGE: append the lines of a run directory's log
+# that follow the line count kept in POSFILE to $sync_run_log, with the run
+# field set to $dl_run_id and the stage prefixed with STAGE/ (printed too when
+# $sync_verbose is 1); update POSFILE.
+sync_copy_log() {
+    [ -f "$1" ] || return 0
+    SF_LOG=${sync_run_log:-/dev/null} SF_POS=$2 awk -v run="${dl_run_id:--}" -v stage="$3" \
+        -v verbose="${sync_verbose:-0}" "$sync_redact_awk"'
+        BEGIN { from = 0; if ((getline p < ENVIRON["SF_POS"]) > 0) from = p + 0; close(ENVIRON["SF_POS"]) }
+        NR > from {
+            line = redact($0); sub(/ run=[^ ]* /, " run=" run " ", line)
+            if (index(line, " stage=" stage " ") == 0) sub(/ stage=/, " stage=" stage "/", line)
+            print line >> ENVIRON["SF_LOG"]
+            if (verbose == 1) print line
+        }
+        END { print NR + 0 > ENVIRON["SF_POS"] }' "$1"
+}
+
+# sync_is_run_id WORD: true for a run id of sync (20261125T130501Z, or with a
+# -N suffix when two runs start in the same second).
+sync_is_run_id() {
+    case $1 in
+    [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) return 0 ;;
+    [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z-[0-9]*)
+        case ${1#*Z-} in *[!0-9]*) return 1 ;; esac
+        return 0
+        ;;
+    esac
+    return 1
+}

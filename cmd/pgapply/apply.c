@@ -23,8 +23,6 @@
 #include "state.h"
 
 #define MAX_RETRIES 5
-#define NAME_BATCH  "pg_temp.driftless_batch"
-#define NAME_BEFORE "pg_temp.driftless_before"
 
 enum phase { PH_UPSERT, PH_DELETE, PH_RETRY };
 static const char *const phase_names[] = { "upsert", "delete", "retry" };
@@ -59,10 +57,14 @@ struct ctx {
     int have_state; /* the state schema exists (always, unless dry run) */
     int registered;
     int dry;
+    int outer;    /* the batches run inside a group's transaction (savepoints) */
+    char *tbatch; /* the session's temp tables of this table */
+    char *tbefore;
+    const char *import; /* --register --import-map */
 
     /* statements */
     char *sql_copy, *sql_lock, *sql_lock_del, *sql_check, *sql_update, *sql_insert;
-    char *sql_delete, *sql_not_owned, *sql_checkpoint;
+    char *sql_delete, *sql_not_owned, *sql_checkpoint, *sql_resolve;
     char **sql_children, **sql_children_all;
 
     /* the current batch */
@@ -116,25 +118,44 @@ key_b(struct buf *b, const struct ctx *c, const char *alias, int k)
 {
     buf_puts(b, "(");
     bcol(b, alias, k);
-    buf_printf(b, ")::%s", c->t->cols[c->t->key_tcol[k]].cast);
+    buf_printf(b, ")::%s", c->t->key_cast[k]);
 }
 
-/* t.k1 = (b.c0)::type AND ... */
+/*
+ * The target row ta of batch row ba: t.k1 = (b.c0)::type AND ...; for a key
+ * kept in the crosswalk only, the UUID that the batch's _cx resolved.
+ */
 static void
 join_cond(struct buf *b, const struct ctx *c, const char *ta, const char *ba)
 {
+    if (c->t->crosswalk_keys) {
+        buf_printf(b, "%s.%s = %s._cx", ta, c->t->cols[c->t->uuid_tcol].qname, ba);
+        return;
+    }
     for (int k = 0; k < c->s->nkeys; k++) {
         buf_printf(b, "%s%s.%s = ", k > 0 ? " AND " : "", ta, c->t->cols[c->t->key_tcol[k]].qname);
         key_b(b, c, ba, k);
     }
 }
 
+static void key_text_b(struct buf *b, const struct ctx *c, const char *ba);
+
+/* The legacy-key text of target row ta (from the crosswalk when the table has no key column). */
 static void
 key_text_t(struct buf *b, const struct ctx *c, const char *ta)
 {
-    const char **ex = xcalloc((size_t)c->s->nkeys, sizeof(char *));
-    struct buf *parts = xcalloc((size_t)c->s->nkeys, sizeof(struct buf));
+    const char **ex;
+    struct buf *parts;
 
+    if (c->t->crosswalk_keys) {
+        buf_printf(b,
+                   "(SELECT cw.legacy_key FROM %s.crosswalk AS cw WHERE cw.table_name = %s"
+                   " AND cw.uuid = %s.%s)",
+                   c->qs, c->t->lname, ta, c->t->cols[c->t->uuid_tcol].qname);
+        return;
+    }
+    ex = xcalloc((size_t)c->s->nkeys, sizeof(char *));
+    parts = xcalloc((size_t)c->s->nkeys, sizeof(struct buf));
     for (int k = 0; k < c->s->nkeys; k++) {
         buf_init(&parts[k]);
         buf_printf(&parts[k], "%s.%s", ta, c->t->cols[c->t->key_tcol[k]].qname);
@@ -145,6 +166,16 @@ key_text_t(struct buf *b, const struct ctx *c, const char *ta)
         buf_free(&parts[k]);
     free(parts);
     free(ex);
+}
+
+/* The legacy-key text of target row ta joined (join_cond) to batch row ba. */
+static void
+key_text_row(struct buf *b, const struct ctx *c, const char *ta, const char *ba)
+{
+    if (c->t->crosswalk_keys)
+        key_text_b(b, c, ba);
+    else
+        key_text_t(b, c, ta);
 }
 
 static void
@@ -241,7 +272,7 @@ static int
 needs_overriding(const struct ctx *c)
 {
     for (int k = 0; k < c->s->nkeys; k++)
-        if (c->t->cols[c->t->key_tcol[k]].identity == 'a')
+        if (c->t->key_tcol[k] >= 0 && c->t->cols[c->t->key_tcol[k]].identity == 'a')
             return 1;
     for (int j = 0; j < c->s->ndata; j++)
         if (!is_uuid_data(c, j) && c->t->cols[c->t->data_tcol[j]].identity == 'a')
@@ -262,7 +293,7 @@ children_sql(const struct ctx *c, const struct fkref *fk, int locked)
 
     buf_init(&b);
     buf_puts(&b, "SELECT b._rec, ");
-    key_text_t(&b, c, "p");
+    key_text_row(&b, c, "p", "b");
     buf_puts(&b, ", ");
     if (fk->nident > 0) {
         buf_puts(&b, "pg_catalog.concat_ws(', '");
@@ -272,9 +303,9 @@ children_sql(const struct ctx *c, const struct fkref *fk, int locked)
     } else {
         buf_puts(&b, "(ch.ctid)::text");
     }
-    buf_printf(&b, " FROM %s AS b", NAME_BATCH);
+    buf_printf(&b, " FROM %s AS b", c->tbatch);
     if (locked)
-        buf_printf(&b, " JOIN %s AS x ON x._rec = b._rec", NAME_BEFORE);
+        buf_printf(&b, " JOIN %s AS x ON x._rec = b._rec", c->tbefore);
     buf_printf(&b, " JOIN %s AS p ON ", c->t->qname);
     join_cond(&b, c, "p", "b");
     buf_printf(&b, " JOIN %s AS ch ON ", fk->qchild);
@@ -291,6 +322,11 @@ children_sql(const struct ctx *c, const struct fkref *fk, int locked)
         for (int i = 0; i < fk->nlegacy; i++)
             buf_printf(&b, "%sch.%s IS NULL", i > 0 ? " OR " : "", fk->legacy[i]);
         buf_puts(&b, ")");
+    } else if (fk->cw_uuid != NULL) {
+        buf_printf(&b,
+                   " AND NOT EXISTS (SELECT 1 FROM %s.crosswalk AS cw WHERE cw.table_name = %s"
+                   " AND cw.uuid = ch.%s)",
+                   c->qs, fk->cw_name, fk->cw_uuid);
     }
     buf_puts(&b, " ORDER BY 1 LIMIT 10");
     return b.data;
@@ -307,24 +343,35 @@ build_statements(struct ctx *c)
     int ncols = c->s->nkeys + c->s->ndata;
 
     buf_init(&b);
-    buf_printf(&b, "COPY %s (_rec, _op", NAME_BATCH);
+    buf_printf(&b, "COPY %s (_rec, _op", c->tbatch);
     for (int i = 0; i < ncols; i++)
         buf_printf(&b, ", c%d", i);
     buf_puts(&b, ") FROM STDIN");
     c->sql_copy = xstrdup(b.data);
+
+    /* A key kept in the crosswalk only: resolve each batch row's UUID once. */
+    if (c->t->crosswalk_keys) {
+        buf_reset(&b);
+        buf_printf(&b,
+                   "UPDATE %s AS b SET _cx = cw.uuid FROM %s.crosswalk AS cw"
+                   " WHERE cw.table_name = $1 AND cw.legacy_key = ",
+                   c->tbatch, c->qs);
+        key_text_b(&b, c, "b");
+        c->sql_resolve = xstrdup(b.data);
+    }
 
     /* Lock and read the before-images. */
     for (int del = 0; del < 2; del++) {
         buf_reset(&b);
         buf_printf(
             &b, "INSERT INTO %s (_rec, img, u, lk, owned) SELECT b._rec, pg_catalog.to_jsonb(t), ",
-            NAME_BEFORE);
+            c->tbefore);
         uuid_t(&b, c, "t");
         buf_puts(&b, ", ");
-        key_text_t(&b, c, "t");
+        key_text_row(&b, c, "t", "b");
         buf_puts(&b, ", ");
         owned_expr(&b, c, "t", "b");
-        buf_printf(&b, " FROM %s AS t JOIN %s AS b ON ", c->t->qname, NAME_BATCH);
+        buf_printf(&b, " FROM %s AS t JOIN %s AS b ON ", c->t->qname, c->tbatch);
         join_cond(&b, c, "t", "b");
         buf_puts(&b, " WHERE b._rec >= $1 AND b._rec < $2");
         if (del && c->t->integer_mode) {
@@ -348,12 +395,12 @@ build_statements(struct ctx *c)
     buf_printf(&b,
                "SELECT x._rec, 1 FROM %s AS x WHERE x._rec >= $1 AND x._rec < $2"
                " GROUP BY x._rec HAVING count(*) > 1",
-               NAME_BEFORE);
+               c->tbefore);
     if (c->t->integer_mode) {
         buf_printf(&b,
                    " UNION ALL SELECT x._rec, 8 FROM %s AS x"
                    " WHERE x._rec >= $1 AND x._rec < $2 AND NOT x.owned",
-                   NAME_BEFORE);
+                   c->tbefore);
     } else {
         struct buf u;
 
@@ -384,7 +431,7 @@ build_statements(struct ctx *c)
         buf_printf(&b,
                    " END END AS code FROM %s AS b LEFT JOIN %s AS x ON x._rec = b._rec"
                    " LEFT JOIN ",
-                   NAME_BATCH, NAME_BEFORE);
+                   c->tbatch, c->tbefore);
         crosswalk_rel(&b, c);
         buf_puts(&b, " AS cx ON cx.legacy_key = COALESCE(x.lk, ");
         key_text_b(&b, c, "b");
@@ -409,107 +456,150 @@ build_statements(struct ctx *c)
             bcol(&b, "b", c->s->nkeys + j);
             buf_printf(&b, ")::%s", tc->cast);
         }
-        if (nset == 0)
-            buf_printf(&b, "%s = t.%s", c->t->cols[c->t->key_tcol[0]].qname,
-                       c->t->cols[c->t->key_tcol[0]].qname);
+        if (nset == 0) {
+            /* nothing but the key: a no-op that still locks and reports the row */
+            const struct tcol *kc = c->t->crosswalk_keys ? &c->t->cols[c->t->uuid_tcol]
+                                                         : &c->t->cols[c->t->key_tcol[0]];
+
+            buf_printf(&b, "%s = t.%s", kc->qname, kc->qname);
+        }
     }
-    buf_printf(&b, " FROM %s AS b JOIN %s AS x ON x._rec = b._rec WHERE ", NAME_BATCH, NAME_BEFORE);
+    buf_printf(&b, " FROM %s AS b JOIN %s AS x ON x._rec = b._rec WHERE ", c->tbatch, c->tbefore);
     join_cond(&b, c, "t", "b");
     buf_puts(&b, " AND b._rec >= $1 AND b._rec < $2 RETURNING b._rec AS rec, ");
     uuid_t(&b, c, "t");
     buf_puts(&b, " AS u, ");
-    key_text_t(&b, c, "t");
+    key_text_row(&b, c, "t", "b");
     buf_puts(&b, " AS lk, ");
     buf_printf(&b, STATE_ROW_HASH_SQL, "t");
     buf_printf(&b,
                " AS h) INSERT INTO %s.changes %s SELECT $4::bigint, $3, $5, $6, $7::integer, 'U',"
                " u.lk, u.u, x.img, u.h FROM u JOIN %s AS x ON x._rec = u.rec",
-               c->qs, changes_cols, NAME_BEFORE);
+               c->qs, changes_cols, c->tbefore);
     c->sql_update = xstrdup(b.data);
 
-    /* INSERT ... SELECT the rows that were not found. */
+    /*
+     * INSERT ... SELECT the rows that were not found. A key kept in the
+     * crosswalk only is no column: the new rows' keys come back through their
+     * UUIDs, chosen first in a CTE (s) and joined to what was inserted (j).
+     */
     buf_reset(&b);
-    buf_printf(&b, "WITH i AS (INSERT INTO %s AS t (", c->t->qname);
     {
-        int n = 0;
+        int cw = c->t->crosswalk_keys;
+        const char *src = cw ? "s" : "b", *res = cw ? "j" : "i";
+        struct buf u;
 
+        /* the new row's UUID: the stream's, else the crosswalk's, else a new one */
+        buf_init(&u);
         if (c->t->uuid_tcol >= 0) {
-            buf_puts(&b, c->t->cols[c->t->uuid_tcol].qname);
-            n++;
-        }
-        for (int k = 0; k < c->s->nkeys; k++)
-            buf_printf(&b, "%s%s", n++ > 0 ? ", " : "", c->t->cols[c->t->key_tcol[k]].qname);
-        for (int j = 0; j < c->s->ndata; j++)
-            if (!is_uuid_data(c, j) && c->t->data_tcol[j] != c->t->uuid_tcol)
-                buf_printf(&b, "%s%s", n++ > 0 ? ", " : "", c->t->cols[c->t->data_tcol[j]].qname);
-    }
-    buf_puts(&b, needs_overriding(c) ? ") OVERRIDING SYSTEM VALUE SELECT " : ") SELECT ");
-    {
-        int n = 0;
-
-        if (c->t->uuid_tcol >= 0) {
-            buf_puts(&b, "COALESCE(");
+            buf_puts(&u, "COALESCE(");
             if (c->t->uuid_scol >= 0) {
-                uuid_b(&b, c, "b");
-                buf_puts(&b, ", ");
+                uuid_b(&u, c, "b");
+                buf_puts(&u, ", ");
             }
-            buf_puts(&b, "(SELECT cx.uuid FROM ");
-            crosswalk_rel(&b, c);
-            buf_puts(&b, " AS cx WHERE cx.legacy_key = ");
+            if (cw) {
+                buf_puts(&u, "b._cx");
+            } else {
+                buf_puts(&u, "(SELECT cx.uuid FROM ");
+                crosswalk_rel(&u, c);
+                buf_puts(&u, " AS cx WHERE cx.legacy_key = ");
+                key_text_b(&u, c, "b");
+                buf_puts(&u, ")");
+            }
+            buf_puts(&u, ", pg_catalog.gen_random_uuid())");
+        }
+        buf_puts(&b, "WITH ");
+        if (cw) {
+            buf_puts(&b, "s AS MATERIALIZED (SELECT b.*, ");
             key_text_b(&b, c, "b");
-            buf_puts(&b, "), pg_catalog.gen_random_uuid())");
-            n++;
+            buf_printf(&b, " AS _lk, %s AS _u", u.data);
+            buf_printf(&b,
+                       " FROM %s AS b WHERE b._rec >= $1 AND b._rec < $2"
+                       " AND NOT EXISTS (SELECT 1 FROM %s AS x WHERE x._rec = b._rec)), ",
+                       c->tbatch, c->tbefore);
         }
-        for (int k = 0; k < c->s->nkeys; k++) {
-            buf_puts(&b, n++ > 0 ? ", " : "");
-            key_b(&b, c, "b", k);
+        buf_printf(&b, "i AS (INSERT INTO %s AS t (", c->t->qname);
+        {
+            int n = 0;
+
+            if (c->t->uuid_tcol >= 0) {
+                buf_puts(&b, c->t->cols[c->t->uuid_tcol].qname);
+                n++;
+            }
+            for (int k = 0; k < c->s->nkeys && !cw; k++)
+                buf_printf(&b, "%s%s", n++ > 0 ? ", " : "", c->t->cols[c->t->key_tcol[k]].qname);
+            for (int j = 0; j < c->s->ndata; j++)
+                if (!is_uuid_data(c, j) && c->t->data_tcol[j] != c->t->uuid_tcol)
+                    buf_printf(&b, "%s%s", n++ > 0 ? ", " : "",
+                               c->t->cols[c->t->data_tcol[j]].qname);
         }
-        for (int j = 0; j < c->s->ndata; j++) {
-            if (is_uuid_data(c, j) || c->t->data_tcol[j] == c->t->uuid_tcol)
-                continue;
-            buf_puts(&b, n++ > 0 ? ", (" : "(");
-            bcol(&b, "b", c->s->nkeys + j);
-            buf_printf(&b, ")::%s", c->t->cols[c->t->data_tcol[j]].cast);
+        buf_puts(&b, needs_overriding(c) ? ") OVERRIDING SYSTEM VALUE SELECT " : ") SELECT ");
+        {
+            int n = 0;
+
+            if (c->t->uuid_tcol >= 0) {
+                buf_puts(&b, cw ? "s._u" : u.data);
+                n++;
+            }
+            for (int k = 0; k < c->s->nkeys && !cw; k++) {
+                buf_puts(&b, n++ > 0 ? ", " : "");
+                key_b(&b, c, "b", k);
+            }
+            for (int j = 0; j < c->s->ndata; j++) {
+                if (is_uuid_data(c, j) || c->t->data_tcol[j] == c->t->uuid_tcol)
+                    continue;
+                buf_puts(&b, n++ > 0 ? ", (" : "(");
+                bcol(&b, src, c->s->nkeys + j);
+                buf_printf(&b, ")::%s", c->t->cols[c->t->data_tcol[j]].cast);
+            }
         }
+        if (cw)
+            buf_puts(&b, " FROM s RETURNING ");
+        else
+            buf_printf(&b,
+                       " FROM %s AS b WHERE b._rec >= $1 AND b._rec < $2"
+                       " AND NOT EXISTS (SELECT 1 FROM %s AS x WHERE x._rec = b._rec) RETURNING ",
+                       c->tbatch, c->tbefore);
+        uuid_t(&b, c, "t");
+        buf_puts(&b, " AS u, ");
+        if (!cw) {
+            key_text_t(&b, c, "t");
+            buf_puts(&b, " AS lk, ");
+        }
+        buf_printf(&b, STATE_ROW_HASH_SQL, "t");
+        buf_puts(&b, " AS h)");
+        if (cw)
+            buf_puts(&b, ", j AS (SELECT s._lk AS lk, i.u, i.h FROM i JOIN s ON s._u = i.u)");
+        if (c->t->integer_mode)
+            buf_printf(&b,
+                       ", w AS (INSERT INTO %s.owned_keys (table_name, legacy_key, run_id)"
+                       " SELECT $3, i.lk, $4::bigint FROM i"
+                       " ON CONFLICT ON CONSTRAINT driftless_owned_keys_pkey DO NOTHING)",
+                       c->qs);
+        else
+            buf_printf(&b,
+                       ", w AS (INSERT INTO %s.crosswalk (table_name, legacy_key, uuid, run_id)"
+                       " SELECT $3, %s.lk, %s.u, $4::bigint FROM %s"
+                       " ON CONFLICT ON CONSTRAINT driftless_crosswalk_pkey DO NOTHING)",
+                       c->qs, res, res, res);
+        buf_printf(&b,
+                   " INSERT INTO %s.changes %s SELECT $4::bigint, $3, $5, $6, $7::integer, 'I',"
+                   " %s.lk, %s.u, NULL, %s.h FROM %s",
+                   c->qs, changes_cols, res, res, res, res);
+        buf_free(&u);
     }
-    buf_printf(&b,
-               " FROM %s AS b WHERE b._rec >= $1 AND b._rec < $2"
-               " AND NOT EXISTS (SELECT 1 FROM %s AS x WHERE x._rec = b._rec) RETURNING ",
-               NAME_BATCH, NAME_BEFORE);
-    uuid_t(&b, c, "t");
-    buf_puts(&b, " AS u, ");
-    key_text_t(&b, c, "t");
-    buf_puts(&b, " AS lk, ");
-    buf_printf(&b, STATE_ROW_HASH_SQL, "t");
-    buf_puts(&b, " AS h)");
-    if (c->t->integer_mode)
-        buf_printf(&b,
-                   ", w AS (INSERT INTO %s.owned_keys (table_name, legacy_key, run_id)"
-                   " SELECT $3, i.lk, $4::bigint FROM i"
-                   " ON CONFLICT ON CONSTRAINT driftless_owned_keys_pkey DO NOTHING)",
-                   c->qs);
-    else
-        buf_printf(&b,
-                   ", w AS (INSERT INTO %s.crosswalk (table_name, legacy_key, uuid, run_id)"
-                   " SELECT $3, i.lk, i.u, $4::bigint FROM i"
-                   " ON CONFLICT ON CONSTRAINT driftless_crosswalk_pkey DO NOTHING)",
-                   c->qs);
-    buf_printf(&b,
-               " INSERT INTO %s.changes %s SELECT $4::bigint, $3, $5, $6, $7::integer, 'I',"
-               " i.lk, i.u, NULL, i.h FROM i",
-               c->qs, changes_cols);
     c->sql_insert = xstrdup(b.data);
 
     /* DELETE ... USING the locked rows. */
     buf_reset(&b);
     buf_printf(
         &b, "WITH d AS (DELETE FROM %s AS t USING %s AS b JOIN %s AS x ON x._rec = b._rec WHERE ",
-        c->t->qname, NAME_BATCH, NAME_BEFORE);
+        c->t->qname, c->tbatch, c->tbefore);
     join_cond(&b, c, "t", "b");
     buf_puts(&b, " AND b._rec >= $1 AND b._rec < $2 RETURNING ");
     uuid_t(&b, c, "t");
     buf_puts(&b, " AS u, ");
-    key_text_t(&b, c, "t");
+    key_text_row(&b, c, "t", "b");
     buf_puts(&b, " AS lk, pg_catalog.to_jsonb(t) AS img)");
     if (c->t->integer_mode)
         buf_printf(&b,
@@ -524,7 +614,7 @@ build_statements(struct ctx *c)
 
     /* Integer keys: deletes of the application's rows are counted, never done. */
     buf_reset(&b);
-    buf_printf(&b, "SELECT count(*) FROM %s AS t JOIN %s AS b ON ", c->t->qname, NAME_BATCH);
+    buf_printf(&b, "SELECT count(*) FROM %s AS t JOIN %s AS b ON ", c->t->qname, c->tbatch);
     join_cond(&b, c, "t", "b");
     buf_puts(&b, " WHERE b._rec >= $1 AND b._rec < $2 AND NOT ");
     owned_expr(&b, c, "t", "b");
@@ -913,7 +1003,7 @@ other_key(struct ctx *c, int i, const char *constraint)
     key_text_t(&b, c, "t2");
     buf_puts(&b, ", (");
     uuid_t(&b, c, "t2");
-    buf_printf(&b, ")::text FROM %s AS t2 JOIN %s AS b ON ", c->t->qname, NAME_BATCH);
+    buf_printf(&b, ")::text FROM %s AS t2 JOIN %s AS b ON ", c->t->qname, c->tbatch);
     for (int k = 0; k < u->ncols; k++) {
         int sc = -1;
 
@@ -1244,12 +1334,46 @@ checkpoint(struct ctx *c)
     return rc;
 }
 
-/* Returns 0, F_RETRY or an exit code; the transaction is closed either way. */
+/*
+ * Start the batch: its own transaction, or, inside a group's transaction,
+ * emptied temp tables (ON COMMIT DELETE ROWS only empties them at a commit).
+ */
+static int
+batch_begin(struct ctx *c)
+{
+    char sql[256];
+    int rc;
+
+    if (c->outer) {
+        /* TRUNCATE leaves no dead rows for the next batches to scan; a read-only one can't */
+        snprintf(sql, sizeof(sql), c->dry ? "DELETE FROM %s; DELETE FROM %s" : "TRUNCATE %s, %s",
+                 c->tbatch, c->tbefore);
+        if ((rc = db_exec(c->d, sql)) != 0)
+            return classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY
+                                                               : batch_error(c, "empty the batch");
+        return 0;
+    }
+    if ((rc = db_exec(c->d, c->dry ? "BEGIN TRANSACTION READ ONLY" : "BEGIN")) != 0)
+        return batch_error(c, "begin");
+    snprintf(sql, sizeof(sql), "SET LOCAL lock_timeout = %lld", (long long)c->o->lock_timeout_ms);
+    if ((rc = db_exec(c->d, sql)) != 0 ||
+        (rc = db_exec(c->d, "SET CONSTRAINTS ALL IMMEDIATE")) != 0) {
+        rc = batch_error(c, "set up the transaction");
+        db_exec(c->d, "ROLLBACK");
+        return rc;
+    }
+    return 0;
+}
+
+/*
+ * Returns 0, F_RETRY or an exit code; the transaction is closed either way
+ * (inside a group's, the group closes it).
+ */
 static int
 try_batch_quiet(struct ctx *c)
 {
     const char *p[7];
-    char a[16], b[16], bn[16], sql[96];
+    char a[16], b[16], bn[16];
     long long locked = 0;
     int rc;
 
@@ -1258,17 +1382,21 @@ try_batch_quiet(struct ctx *c)
         if (c->pre[i])
             add_batch_reject(c, i, xstrdup(c->pre_reason[i]));
     fill_params(c, p, a, b, bn, 0, c->n);
-    if ((rc = db_exec(c->d, c->dry ? "BEGIN TRANSACTION READ ONLY" : "BEGIN")) != 0)
-        return batch_error(c, "begin");
-    snprintf(sql, sizeof(sql), "SET LOCAL lock_timeout = %lld", (long long)c->o->lock_timeout_ms);
-    if ((rc = db_exec(c->d, sql)) != 0 ||
-        (rc = db_exec(c->d, "SET CONSTRAINTS ALL IMMEDIATE")) != 0) {
-        rc = batch_error(c, "set up the transaction");
-        goto fail;
-    }
+    if ((rc = batch_begin(c)) != 0)
+        return rc;
     if ((rc = copy_batch(c)) != 0) {
         rc = batch_error(c, "copy the batch");
         goto fail;
+    }
+    if (c->sql_resolve != NULL) {
+        const char *q[1] = { c->t->name };
+
+        if ((rc = stmt(c, c->sql_resolve, q, NULL, NULL)) != 0) {
+            rc = classify(db_last_sqlstate(c->d)) == F_RETRY
+                     ? F_RETRY
+                     : batch_error(c, "find the rows in the crosswalk");
+            goto fail;
+        }
     }
     if ((rc = stmt(c, c->phase == PH_DELETE ? c->sql_lock_del : c->sql_lock, p, &locked, NULL)) !=
         0) {
@@ -1304,7 +1432,8 @@ try_batch_quiet(struct ctx *c)
             c->b_upd = locked;
             c->b_ins = valid - locked;
         }
-        db_exec(c->d, "ROLLBACK");
+        if (!c->outer)
+            db_exec(c->d, "ROLLBACK");
         return 0;
     }
     if ((rc = apply_range(c, 0, c->n)) != 0)
@@ -1314,13 +1443,14 @@ try_batch_quiet(struct ctx *c)
                                                          : batch_error(c, "write the checkpoint");
         goto fail;
     }
-    if ((rc = db_exec(c->d, "COMMIT")) != 0) {
+    if (!c->outer && (rc = db_exec(c->d, "COMMIT")) != 0) {
         rc = classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY : batch_error(c, "commit");
         goto fail;
     }
     return 0;
 fail:
-    db_exec(c->d, "ROLLBACK");
+    if (!c->outer)
+        db_exec(c->d, "ROLLBACK");
     return rc;
 }
 
@@ -1376,8 +1506,8 @@ flush_batch(struct ctx *c)
     }
     for (int attempt = 0;; attempt++) {
         rc = try_batch(c);
-        if (rc != F_RETRY)
-            break;
+        if (rc != F_RETRY || c->outer)
+            break; /* a group retries its whole transaction */
         if (attempt == MAX_RETRIES) {
             rc =
                 err_msg(EXIT_DB, "table %s: %s batch %d: gave up after %d retries (%s)", c->t->name,
@@ -1397,7 +1527,8 @@ flush_batch(struct ctx *c)
         c->c->batches++;
         c->applied += (uint64_t)(c->b_ins + c->b_upd + c->b_del);
         for (int i = 0; i < c->nb_rejects; i++) {
-            if (!c->dry)
+            /* a group's are printed once its transaction commits */
+            if (!c->dry && !c->outer)
                 err_msg(EXIT_DIFF, "table %s: key %s: rejected: %s", c->t->name,
                         c->b_rejects[i].key, c->b_rejects[i].reason);
             add_run_reject(c, c->b_rejects[i].ord, c->b_rejects[i].key, c->b_rejects[i].reason);
@@ -1405,10 +1536,10 @@ flush_batch(struct ctx *c)
         for (int i = 0; i < c->nb_deferred; i++)
             add_run_deferred(c, c->b_deferred[i]);
         c->c->deferred += (uint64_t)c->nb_deferred;
-        if (!c->dry)
+        if (!c->dry && !c->outer)
             c->commits++;
         progress(c, 0);
-        if (!c->dry)
+        if (!c->dry && !c->outer)
             failpoint(c);
     }
     batch_reset(c);
@@ -1626,7 +1757,7 @@ copy_delete_keys(struct ctx *c)
 
     buf_init(&b);
     buf_init(&sql);
-    buf_printf(&sql, "COPY %s (_rec, _op", NAME_BATCH);
+    buf_printf(&sql, "COPY %s (_rec, _op", c->tbatch);
     for (int k = 0; k < c->s->nkeys; k++)
         buf_printf(&sql, ", c%d", k);
     buf_puts(&sql, ") FROM STDIN");
@@ -1664,10 +1795,295 @@ out:
     return rc;
 }
 
+/* ---- importing a mapping kept outside the table ---- */
+
+#define NAME_IMPORT "pg_temp.driftless_import"
+#define UUID_RE     "'^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$'"
+
+/* "record N (line N+1 of a CSV with a header)" */
+static void
+record_ref(struct buf *b, unsigned long long rec)
+{
+    buf_printf(b, "record %llu (line %llu of a CSV with a header)", rec, rec + 1);
+}
+
+/* Copy the map stream into the import table, each record with its number (from 1). */
+static int
+import_copy(struct ctx *c, struct rs_reader *r, const int *kcols, int ucol)
+{
+    const struct rs_header *h = rs_reader_header(r);
+    const struct rs_value *v;
+    struct buf b, msg;
+    unsigned long long rec = 0;
+    char key[512];
+    int rc;
+
+    buf_init(&b);
+    buf_init(&msg);
+    buf_puts(&msg, "COPY " NAME_IMPORT " (_rec, u");
+    for (int k = 0; k < c->s->nkeys; k++)
+        buf_printf(&msg, ", c%d", k);
+    buf_puts(&msg, ") FROM STDIN");
+    if ((rc = db_copy_in_begin(c->d, c->t->name, msg.data)) != 0)
+        goto out;
+    while ((rc = rs_reader_next(r, &v)) == 0 && v != NULL) {
+        rec++;
+        buf_reset(&msg);
+        for (int k = 0; k < c->s->nkeys && msg.len == 0; k++) {
+            const struct rs_value *x = &v[kcols[k]];
+            int64_t i64;
+
+            if (x->data == NULL)
+                buf_printf(&msg, "key column %s is NULL", h->cols[kcols[k]].name);
+            else if (!valid_utf8((const unsigned char *)x->data, x->len))
+                buf_printf(&msg, "key column %s is not valid UTF-8", h->cols[kcols[k]].name);
+            else if (h->cols[kcols[k]].order == RS_ORDER_INT &&
+                     rs_parse_int64(x->data, x->len, &i64) != 0)
+                buf_printf(&msg, "key column %s is not an integer", h->cols[kcols[k]].name);
+        }
+        if (msg.len == 0 && v[ucol].data != NULL &&
+            !valid_utf8((const unsigned char *)v[ucol].data, v[ucol].len))
+            buf_puts(&msg, "malformed UUID");
+        if (msg.len > 0) {
+            struct buf where;
+
+            buf_init(&where);
+            record_ref(&where, rec);
+            rs_key_format(h, v, key, sizeof(key));
+            rc = err_msg(EXIT_DATA, "table %s: map %s: %s, key %s: %s", c->t->name, c->import,
+                         where.data, key, msg.data);
+            buf_free(&where);
+            break;
+        }
+        buf_printf(&b, "%llu\t", rec);
+        copy_escape(&b, &v[ucol]);
+        for (int k = 0; k < c->s->nkeys; k++) {
+            buf_putc(&b, '\t');
+            copy_escape(&b, &v[kcols[k]]);
+        }
+        buf_putc(&b, '\n');
+        if (b.len >= 1 << 20) {
+            if ((rc = db_copy_in_put(c->d, b.data, b.len)) != 0)
+                break;
+            buf_reset(&b);
+        }
+    }
+    if (rc == 0 && b.len > 0)
+        rc = db_copy_in_put(c->d, b.data, b.len);
+    if (rc == 0)
+        rc = db_copy_in_end(c->d, NULL);
+    else
+        db_copy_in_end(c->d, "pgapply: the map stream is not usable");
+out:
+    buf_free(&b);
+    buf_free(&msg);
+    return rc;
+}
+
 /*
- * First run on a table: fill the crosswalk from its legacy column (UUID
- * tables) or take the keys present on both sides as migrated (integer keys),
- * and register the table, in one transaction.
+ * One check of the imported map: rows (record, legacy key text, a record it
+ * clashes with or NULL, the count of all rows). Prints each; *bad += count.
+ */
+static int
+import_check(struct ctx *c, const char *sql, const char *problem, long long *bad)
+{
+    struct db_result *r = NULL;
+    const char *p[1] = { c->t->name };
+    int rc;
+
+    if ((rc = db_query(c->d, &r, c->t->name, sql, nparams(sql), p)) != 0)
+        return rc;
+    for (int i = 0; i < db_ntuples(r); i++) {
+        char *key = format_key_text(c, db_value(r, i, 1));
+        struct buf where;
+
+        buf_init(&where);
+        record_ref(&where, strtoull(db_value(r, i, 0), NULL, 10));
+        if (db_value(r, i, 2) != NULL) {
+            unsigned long long first = strtoull(db_value(r, i, 2), NULL, 10);
+
+            err_msg(EXIT_DATA, "table %s: map %s: %s, key %s: %s (first in record %llu, line %llu)",
+                    c->t->name, c->import, where.data, key, problem, first, first + 1);
+        } else {
+            err_msg(EXIT_DATA, "table %s: map %s: %s, key %s: %s", c->t->name, c->import,
+                    where.data, key, problem);
+        }
+        if (i == db_ntuples(r) - 1 && atoll(db_value(r, i, 3)) > db_ntuples(r))
+            err_note("table %s: map %s: ... and %lld more with this problem", c->t->name,
+                     c->import, atoll(db_value(r, i, 3)) - db_ntuples(r));
+        buf_free(&where);
+        free(key);
+    }
+    if (db_ntuples(r) > 0)
+        *bad += atoll(db_value(r, 0, 3));
+    db_result_free(r);
+    return 0;
+}
+
+/*
+ * --import-map: the map stream into a temp table, checked (a malformed
+ * UUID, a UUID twice, a UUID the table does not hold, a disagreement with the
+ * crosswalk or the table's own key), then into the crosswalk. Any problem:
+ * EXIT_DATA, and the caller rolls back. A key twice the reader refuses.
+ */
+static int
+import_map(struct ctx *c, long long *migrated)
+{
+    struct rs_reader *r = NULL;
+    const struct rs_header *h;
+    struct db_result *res = NULL;
+    struct buf sql, key, u;
+    int *kcols = xcalloc((size_t)c->s->nkeys + 1, sizeof(int));
+    int fd, ucol, nk = 0, rc;
+    long long bad = 0;
+    const char *tu = c->t->cols[c->t->uuid_tcol].qname;
+
+    buf_init(&sql);
+    buf_init(&key);
+    buf_init(&u);
+    fd = io_open_input(c->import);
+    if (fd < 0) {
+        free(kcols);
+        return EXIT_IO;
+    }
+    if ((rc = rs_reader_open(&r, fd, c->import)) != 0)
+        goto out;
+    h = rs_reader_header(r);
+    if (h->kind != RS_KIND_MAP && h->kind != RS_KIND_ROWS) {
+        rc = err_msg(EXIT_DATA, "%s: not a map or rows stream (kind '%c')", c->import, h->kind);
+        goto out;
+    }
+    for (int i = 0; i < h->ncols; i++) {
+        if (h->cols[i].role != RS_ROLE_KEY)
+            continue;
+        if (nk >= c->s->nkeys ||
+            strcmp(h->cols[i].name, c->s->hdr.cols[c->s->key_cols[nk]].name) != 0) {
+            nk = -1;
+            break;
+        }
+        kcols[nk++] = i;
+    }
+    if (nk != c->s->nkeys) {
+        rc = err_msg(EXIT_DATA, "%s: its key columns are not the legacy key of %s", c->import,
+                     c->t->name);
+        goto out;
+    }
+    ucol = rs_header_find(h, "uuid");
+    if (ucol < 0 || h->cols[ucol].role != RS_ROLE_DATA) {
+        rc = err_msg(EXIT_DATA, "%s: no \"uuid\" data column", c->import);
+        goto out;
+    }
+    buf_puts(&sql, "CREATE TEMP TABLE driftless_import (_rec bigint NOT NULL, u text");
+    for (int k = 0; k < c->s->nkeys; k++)
+        buf_printf(&sql, ", c%d text", k);
+    buf_puts(&sql, ") ON COMMIT DROP");
+    if ((rc = db_exec(c->d, sql.data)) != 0)
+        goto out;
+    if ((rc = import_copy(c, r, kcols, ucol)) != 0)
+        goto out;
+    if ((rc = db_exec(c->d, "ANALYZE " NAME_IMPORT)) != 0)
+        goto out;
+
+    key_text_b(&key, c, "i");
+    /* the UUID as uuid once it is well-formed, else NULL (no failing cast) */
+    buf_printf(&u, "(CASE WHEN i.u ~ %s THEN (i.u)::uuid END)", UUID_RE);
+    db_set_quiet(c->d, 1);
+#define CHECK(problem, ...)                                                                        \
+    do {                                                                                           \
+        buf_reset(&sql);                                                                           \
+        buf_printf(&sql, __VA_ARGS__);                                                             \
+        if ((rc = import_check(c, sql.data, problem, &bad)) != 0)                                  \
+            goto checked;                                                                          \
+    } while (0)
+    CHECK("malformed UUID",
+          "SELECT i._rec, %s, NULL, count(*) OVER () FROM " NAME_IMPORT " AS i"
+          " WHERE %s IS NULL ORDER BY 1 LIMIT 10",
+          key.data, u.data);
+    CHECK("UUID given twice",
+          "SELECT q._rec, q.k, q.first, count(*) OVER () FROM (SELECT i._rec, %s AS k,"
+          " min(i._rec) OVER (PARTITION BY %s) AS first FROM " NAME_IMPORT " AS i"
+          " WHERE %s IS NOT NULL) AS q WHERE q._rec <> q.first ORDER BY 1 LIMIT 10",
+          key.data, u.data, u.data);
+    CHECK("no row of the table has this UUID",
+          "SELECT i._rec, %s, NULL, count(*) OVER () FROM " NAME_IMPORT " AS i"
+          " WHERE %s IS NOT NULL AND NOT EXISTS (SELECT 1 FROM %s AS t WHERE t.%s = %s)"
+          " ORDER BY 1 LIMIT 10",
+          key.data, u.data, c->t->qname, tu, u.data);
+    CHECK("the crosswalk already maps this key to another UUID",
+          "SELECT i._rec, %s, NULL, count(*) OVER () FROM " NAME_IMPORT " AS i"
+          " JOIN %s.crosswalk AS cw ON cw.table_name = $1 AND cw.legacy_key = %s"
+          " WHERE %s IS NOT NULL AND cw.uuid <> %s ORDER BY 1 LIMIT 10",
+          key.data, c->qs, key.data, u.data, u.data);
+    CHECK("the crosswalk already maps this UUID to another key",
+          "SELECT i._rec, %s, NULL, count(*) OVER () FROM " NAME_IMPORT " AS i"
+          " JOIN %s.crosswalk AS cw ON cw.table_name = $1 AND cw.uuid = %s"
+          " WHERE cw.legacy_key <> %s ORDER BY 1 LIMIT 10",
+          key.data, c->qs, u.data, key.data);
+    if (!c->t->crosswalk_keys) {
+        struct buf tk;
+
+        buf_init(&tk);
+        key_text_t(&tk, c, "t");
+        buf_reset(&sql);
+        buf_printf(&sql,
+                   "SELECT i._rec, %s, NULL, count(*) OVER () FROM " NAME_IMPORT " AS i"
+                   " JOIN %s AS t ON t.%s = %s WHERE %s IS DISTINCT FROM %s ORDER BY 1 LIMIT 10",
+                   key.data, c->t->qname, tu, u.data, tk.data, key.data);
+        buf_free(&tk);
+        if ((rc = import_check(c, sql.data, "the table's row with this UUID has another legacy key",
+                               &bad)) != 0)
+            goto checked;
+    }
+#undef CHECK
+checked:
+    db_set_quiet(c->d, 0);
+    if (rc != 0) {
+        if (strncmp(db_last_sqlstate(c->d), "22", 2) == 0)
+            rc = err_msg(EXIT_DATA,
+                         "table %s: map %s: a legacy key does not fit the type of the "
+                         "table's key column (SQLSTATE %s)",
+                         c->t->name, c->import, db_last_sqlstate(c->d));
+        else
+            rc = err_msg(EXIT_DB, "table %s: map %s: could not check it: %s (SQLSTATE %s)",
+                         c->t->name, c->import, db_last_message(c->d), db_last_sqlstate(c->d));
+        goto out;
+    }
+    if (bad > 0) {
+        rc = err_msg(EXIT_DATA, "table %s: map %s: %lld problem%s; nothing was written",
+                     c->t->name, c->import, bad, bad == 1 ? "" : "s");
+        goto out;
+    }
+    buf_reset(&sql);
+    buf_printf(&sql,
+               "INSERT INTO %s.crosswalk (table_name, legacy_key, uuid, run_id)"
+               " SELECT $1, %s, %s, $2::bigint FROM " NAME_IMPORT " AS i ORDER BY i._rec"
+               " ON CONFLICT ON CONSTRAINT driftless_crosswalk_pkey DO NOTHING",
+               c->qs, key.data, u.data);
+    {
+        const char *p[2] = { c->t->name, strcmp(c->run, "0") == 0 ? NULL : c->run };
+
+        if ((rc = db_query(c->d, &res, c->t->name, sql.data, 2, p)) != 0)
+            goto out;
+    }
+    *migrated += db_cmd_tuples(res);
+out:
+    db_result_free(res);
+    rs_reader_free(r);
+    if (fd != 0)
+        close(fd);
+    buf_free(&sql);
+    buf_free(&key);
+    buf_free(&u);
+    free(kcols);
+    return rc;
+}
+
+/*
+ * First run on a table (or --register): fill the crosswalk from the
+ * mapping the earlier migration kept (--import-map) and from the table's
+ * legacy key columns, if it has them (UUID tables), or take the keys present
+ * on both sides as migrated (integer keys); register the table; all in one
+ * transaction.
  */
 static int
 register_table(struct ctx *c)
@@ -1695,8 +2111,10 @@ register_table(struct ctx *c)
         c->registered = 1;
         goto out;
     }
-    p[1] = c->run;
-    if (!c->t->integer_mode) {
+    p[1] = strcmp(c->run, "0") == 0 ? NULL : c->run; /* --register without a run */
+    if (!c->t->integer_mode && c->import != NULL && (rc = import_map(c, &migrated)) != 0)
+        goto fail;
+    if (!c->t->integer_mode && !c->t->crosswalk_keys) {
         int unique = 0;
 
         for (int i = 0; i < c->t->nuindex; i++)
@@ -1759,9 +2177,11 @@ register_table(struct ctx *c)
                              c->t->name);
             goto fail;
         }
-        migrated = db_cmd_tuples(r);
+        migrated += db_cmd_tuples(r);
         db_result_free(r);
         r = NULL;
+    }
+    if (!c->t->integer_mode) {
         /* The batches join it at once: give the planner its size. */
         buf_reset(&sql);
         buf_printf(&sql, "ANALYZE %s.crosswalk", c->qs);
@@ -1775,7 +2195,7 @@ register_table(struct ctx *c)
                    c->qs);
         key_text_t(&sql, c, "t");
         buf_printf(&sql, ", $2::bigint FROM %s AS t WHERE NOT EXISTS (SELECT 1 FROM %s AS b WHERE ",
-                   c->t->qname, NAME_BATCH);
+                   c->t->qname, c->tbatch);
         join_cond(&sql, c, "t", "b");
         buf_puts(&sql, ") ON CONFLICT ON CONSTRAINT driftless_owned_keys_pkey DO NOTHING");
         if ((rc = db_query(c->d, &r, c->t->name, sql.data, 2, p)) != 0)
@@ -1790,7 +2210,7 @@ register_table(struct ctx *c)
         buf_reset(&sql);
         buf_puts(&sql, "SELECT ");
         key_text_t(&sql, c, "t");
-        buf_printf(&sql, " FROM %s AS t JOIN %s AS b ON ", c->t->qname, NAME_BATCH);
+        buf_printf(&sql, " FROM %s AS t JOIN %s AS b ON ", c->t->qname, c->tbatch);
         join_cond(&sql, c, "t", "b");
         buf_puts(&sql, " ORDER BY b._rec");
         if ((rc = db_query(c->d, &r, c->t->name, sql.data, 0, NULL)) != 0)
@@ -1851,12 +2271,15 @@ create_temp_tables(struct ctx *c)
     int rc;
 
     buf_init(&b);
-    buf_printf(&b, "CREATE TEMP TABLE driftless_batch (_rec integer NOT NULL, _op text NOT NULL");
+    buf_printf(&b, "CREATE TEMP TABLE %s (_rec integer NOT NULL, _op text NOT NULL, _cx uuid",
+               c->tbatch + 8);
     for (int i = 0; i < c->s->nkeys + c->s->ndata; i++)
         buf_printf(&b, ", c%d text", i);
-    buf_puts(&b, ") ON COMMIT DELETE ROWS;"
-                 " CREATE TEMP TABLE driftless_before (_rec integer NOT NULL, img jsonb, u uuid,"
-                 " lk text, owned boolean) ON COMMIT DELETE ROWS");
+    buf_printf(&b,
+               ") ON COMMIT DELETE ROWS;"
+               " CREATE TEMP TABLE %s (_rec integer NOT NULL, img jsonb, u uuid,"
+               " lk text, owned boolean) ON COMMIT DELETE ROWS",
+               c->tbefore + 8);
     rc = db_exec(c->d, b.data);
     buf_free(&b);
     return rc;
@@ -1879,6 +2302,8 @@ preflight_children(struct ctx *c)
     if ((rc = db_exec(c->d, "BEGIN TRANSACTION READ ONLY")) != 0)
         return rc;
     if ((rc = copy_delete_keys(c)) != 0)
+        goto out;
+    if (c->sql_resolve != NULL && (rc = stmt(c, c->sql_resolve, p + 2, NULL, NULL)) != 0)
         goto out;
     for (int f = 0; f < c->t->nfk; f++) {
         if ((rc = stmt(c, c->sql_children_all[f], p, NULL, &r)) != 0)
@@ -1924,7 +2349,8 @@ write_rejects(struct ctx *c)
         reason_col = rs_header_add_column(&h, "_reason", "text", RS_ROLE_DATA, RS_ORDER_NONE);
     ncols = h.ncols;
     row = xcalloc((size_t)ncols, sizeof(struct rs_value));
-    qsort(c->rejects, c->nrejects, sizeof(struct reject), cmp_reject);
+    if (c->nrejects > 0)
+        qsort(c->rejects, c->nrejects, sizeof(struct reject), cmp_reject);
     if ((rc = io_atomic_open(&out, c->o->reject_file)) != 0)
         goto done;
     if ((rc = rs_writer_open(&w, out.fd, c->o->reject_file, &h, RS_LEVEL_AUTO)) != 0)
@@ -1963,41 +2389,125 @@ done:
 
 /* ---- the run ---- */
 
+/* Set up c for one table; slot >= 0 gives a group member temp tables of its own. */
+static int
+ctx_open(struct ctx *c, struct db *d, const struct options *o, struct spool *s, struct target *t,
+         long long run_id, struct counts *cnt, int slot)
+{
+    struct buf b;
+    int version = 0, rc;
+
+    memset(c, 0, sizeof(*c));
+    c->d = d;
+    c->o = o;
+    c->s = s;
+    c->t = t;
+    c->c = cnt;
+    c->dry = o->dry_run;
+    c->qs = db_quote_ident(d, o->schema);
+    snprintf(c->run, sizeof(c->run), "%lld", run_id);
+    buf_init(&c->copy);
+    buf_init(&b);
+    buf_printf(&b, "pg_temp.driftless_batch");
+    if (slot >= 0)
+        buf_printf(&b, "_%d", slot);
+    c->tbatch = xstrdup(b.data);
+    buf_reset(&b);
+    buf_printf(&b, "pg_temp.driftless_before");
+    if (slot >= 0)
+        buf_printf(&b, "_%d", slot);
+    c->tbefore = b.data;
+    c->started = now();
+    c->last_progress = c->started;
+
+    if ((rc = state_version(d, o->schema, &version)) != 0)
+        return rc;
+    c->have_state = version > 0;
+    if ((rc = is_registered(c, &c->registered)) != 0)
+        return rc;
+    if ((rc = create_temp_tables(c)) != 0)
+        return rc;
+    if (!c->dry && !c->registered && (rc = register_table(c)) != 0)
+        return rc;
+    build_statements(c);
+    if (c->have_state && (rc = load_done(c)) != 0)
+        return rc;
+    return preflight_children(c);
+}
+
+/* Rejects: the file; the code: 0, or EXIT_DIFF when there were any. */
+static int
+ctx_finish(struct ctx *c)
+{
+    int rc;
+
+    c->c->failed = c->nrejects;
+    if (c->o->reject_file != NULL && !c->dry && (rc = write_rejects(c)) != 0)
+        return rc;
+    return c->nrejects > 0 ? EXIT_DIFF : 0;
+}
+
+static void
+ctx_free(struct ctx *c)
+{
+    if (c->c != NULL)
+        c->c->failed = c->nrejects;
+    batch_reset(c);
+    results_reset(c);
+    buf_free(&c->copy);
+    free(c->ords);
+    free(c->keys);
+    free(c->pre);
+    free(c->pre_reason);
+    free(c->b_deferred);
+    free(c->b_rejects);
+    free(c->deferred);
+    for (size_t i = 0; i < c->nrejects; i++) {
+        free(c->rejects[i].key);
+        free(c->rejects[i].reason);
+    }
+    free(c->rejects);
+    for (int i = 0; i < c->ndone; i++) {
+        for (int j = 0; j < c->done[i].nrejects; j++) {
+            free(c->done[i].rejects[j].key);
+            free(c->done[i].rejects[j].reason);
+        }
+        free(c->done[i].rejects);
+    }
+    free(c->done);
+    free(c->sql_copy);
+    free(c->sql_resolve);
+    free(c->sql_lock);
+    free(c->sql_lock_del);
+    free(c->sql_check);
+    free(c->sql_update);
+    free(c->sql_insert);
+    free(c->sql_delete);
+    free(c->sql_not_owned);
+    free(c->sql_checkpoint);
+    if (c->sql_children != NULL)
+        for (int f = 0; f < c->t->nfk; f++)
+            free(c->sql_children[f]);
+    if (c->sql_children_all != NULL)
+        for (int f = 0; f < c->t->nfk; f++)
+            free(c->sql_children_all[f]);
+    free(c->sql_children);
+    free(c->sql_children_all);
+    free(c->tbatch);
+    free(c->tbefore);
+    free(c->qs);
+    memset(c, 0, sizeof(*c));
+}
+
 int
 apply_run(struct db *d, const struct options *o, struct spool *s, struct target *t,
           long long run_id, struct counts *cnt)
 {
     struct ctx c;
-    int version = 0, rc;
+    int rc;
 
-    memset(&c, 0, sizeof(c));
-    c.d = d;
-    c.o = o;
-    c.s = s;
-    c.t = t;
-    c.c = cnt;
-    c.dry = o->dry_run;
-    c.qs = db_quote_ident(d, o->schema);
-    snprintf(c.run, sizeof(c.run), "%lld", run_id);
-    buf_init(&c.copy);
-    c.started = now();
-    c.last_progress = c.started;
-
-    if ((rc = state_version(d, o->schema, &version)) != 0)
+    if ((rc = ctx_open(&c, d, o, s, t, run_id, cnt, -1)) != 0)
         goto done;
-    c.have_state = version > 0;
-    if ((rc = is_registered(&c, &c.registered)) != 0)
-        goto done;
-    if ((rc = create_temp_tables(&c)) != 0)
-        goto done;
-    if (!c.dry && !c.registered && (rc = register_table(&c)) != 0)
-        goto done;
-    build_statements(&c);
-    if (c.have_state && (rc = load_done(&c)) != 0)
-        goto done;
-    if ((rc = preflight_children(&c)) != 0)
-        goto done;
-
     if (o->phases & PHASE_UPSERT) {
         if ((rc = run_phase(&c, PH_UPSERT)) != 0)
             goto done;
@@ -2008,52 +2518,295 @@ apply_run(struct db *d, const struct options *o, struct spool *s, struct target 
         if ((rc = run_phase(&c, PH_RETRY)) != 0)
             goto done;
     }
-    cnt->failed = c.nrejects;
-    if (o->reject_file != NULL && !c.dry && (rc = write_rejects(&c)) != 0)
-        goto done;
-    rc = c.nrejects > 0 ? EXIT_DIFF : 0;
+    rc = ctx_finish(&c);
 done:
-    cnt->failed = c.nrejects;
-    batch_reset(&c);
-    results_reset(&c);
-    buf_free(&c.copy);
-    free(c.ords);
-    free(c.keys);
-    free(c.pre);
-    free(c.pre_reason);
-    free(c.b_deferred);
-    free(c.b_rejects);
-    free(c.deferred);
-    for (size_t i = 0; i < c.nrejects; i++) {
-        free(c.rejects[i].key);
-        free(c.rejects[i].reason);
+    ctx_free(&c);
+    return rc;
+}
+
+/* What a group's phase changes in a member, to undo when its transaction rolls back. */
+struct saved {
+    struct counts counts;
+    size_t nrejects, ndeferred;
+    uint64_t applied;
+};
+
+static void
+save_ctx(const struct ctx *c, struct saved *sv)
+{
+    sv->counts = *c->c;
+    sv->nrejects = c->nrejects;
+    sv->ndeferred = c->ndeferred;
+    sv->applied = c->applied;
+}
+
+static void
+restore_ctx(struct ctx *c, const struct saved *sv)
+{
+    *c->c = sv->counts;
+    for (size_t i = sv->nrejects; i < c->nrejects; i++) {
+        free(c->rejects[i].key);
+        free(c->rejects[i].reason);
     }
-    free(c.rejects);
-    for (int i = 0; i < c.ndone; i++) {
-        for (int j = 0; j < c.done[i].nrejects; j++) {
-            free(c.done[i].rejects[j].key);
-            free(c.done[i].rejects[j].reason);
+    c->nrejects = sv->nrejects;
+    c->ndeferred = sv->ndeferred;
+    c->applied = sv->applied;
+}
+
+/*
+ * Name the rows of a group's table whose foreign key cons references a row
+ * that is not there (the query built from the catalog, identifiers quoted
+ * by format('%I')). Best effort: it only adds to the refusal's message.
+ */
+static void
+dangling_rows(struct ctx *cs, int n, const char *cons)
+{
+    static const char catalog[] =
+        "SELECT pg_catalog.format('%I.%I', cn.nspname, cc.relname), cn.nspname || '.' || cc.relname,"
+        " pg_catalog.format('%I.%I', pn.nspname, pc.relname),"
+        " (SELECT pg_catalog.string_agg(pg_catalog.format('ch.%I IS NOT NULL', a.attname), ' AND ')"
+        "  FROM pg_catalog.unnest(k.conkey) AS x(n)"
+        "  JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.n),"
+        " (SELECT pg_catalog.string_agg(pg_catalog.format('p.%I = ch.%I', pa.attname, ca.attname),"
+        "  ' AND ') FROM ROWS FROM (pg_catalog.unnest(k.conkey), pg_catalog.unnest(k.confkey))"
+        "  AS u(ck, pk)"
+        "  JOIN pg_catalog.pg_attribute ca ON ca.attrelid = k.conrelid AND ca.attnum = u.ck"
+        "  JOIN pg_catalog.pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = u.pk),"
+        " coalesce((SELECT pg_catalog.string_agg(pg_catalog.format('(ch.%I)::text', a.attname),"
+        "  ', ' ORDER BY x.o) FROM pg_catalog.pg_index i,"
+        "  pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS x(n, o)"
+        "  JOIN pg_catalog.pg_attribute a ON a.attnum = x.n"
+        "  WHERE i.indrelid = k.conrelid AND i.indisprimary AND a.attrelid = k.conrelid),"
+        "  '(ch.ctid)::text'),"
+        " coalesce((SELECT pg_catalog.string_agg(a.attname, ', ' ORDER BY x.o)"
+        "  FROM pg_catalog.pg_index i,"
+        "  pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY AS x(n, o)"
+        "  JOIN pg_catalog.pg_attribute a ON a.attnum = x.n"
+        "  WHERE i.indrelid = k.conrelid AND i.indisprimary AND a.attrelid = k.conrelid), 'ctid'),"
+        " pn.nspname || '.' || pc.relname"
+        " FROM pg_catalog.pg_constraint k"
+        " JOIN pg_catalog.pg_class cc ON cc.oid = k.conrelid"
+        " JOIN pg_catalog.pg_namespace cn ON cn.oid = cc.relnamespace"
+        " JOIN pg_catalog.pg_class pc ON pc.oid = k.confrelid"
+        " JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace"
+        " WHERE k.contype = 'f' AND k.conname = $1 AND k.conrelid = ANY (ARRAY("
+        "  SELECT pg_catalog.to_regclass(x) FROM pg_catalog.unnest($2::text[]) AS x))";
+    struct db *d = cs[0].d;
+    struct db_result *r = NULL, *rows = NULL;
+    char **names = xcalloc((size_t)n + 1, sizeof(char *));
+    const char *params[2];
+    struct buf arr, q;
+
+    for (int i = 0; i < n; i++)
+        names[i] = cs[i].t->qname;
+    buf_init(&arr);
+    buf_init(&q);
+    state_text_array(&arr, names, n);
+    params[0] = cons;
+    params[1] = arr.data;
+    if (db_query(d, &r, "group", catalog, 2, params) != 0)
+        goto done;
+    for (int i = 0; i < db_ntuples(r); i++) {
+        buf_reset(&q);
+        buf_printf(&q,
+                   "SELECT pg_catalog.concat_ws(', ', %s) FROM %s AS ch WHERE %s AND NOT EXISTS"
+                   " (SELECT 1 FROM %s AS p WHERE %s) ORDER BY 1 LIMIT 10",
+                   db_value(r, i, 5), db_value(r, i, 0), db_value(r, i, 3), db_value(r, i, 2),
+                   db_value(r, i, 4));
+        if (db_query(d, &rows, "group", q.data, 0, NULL) != 0)
+            break;
+        for (int k = 0; k < db_ntuples(rows); k++)
+            err_msg(EXIT_REFUSED,
+                    "group: row (%s)=(%s) of %s references a row of %s that is not there "
+                    "(constraint \"%s\")",
+                    db_value(r, i, 6), db_value(rows, k, 0), db_value(r, i, 1), db_value(r, i, 7),
+                    cons);
+        db_result_free(rows);
+        rows = NULL;
+    }
+done:
+    db_result_free(rows);
+    db_result_free(r);
+    buf_free(&arr);
+    buf_free(&q);
+    free(names);
+}
+
+/*
+ * After the group's statements: check the deferred constraints now, under a
+ * savepoint, so that a violation can still be explained before the rollback.
+ */
+static int
+group_check_deferred(struct ctx *cs, int n)
+{
+    struct db *d = cs[0].d;
+    char *cons;
+    int rc;
+
+    if ((rc = db_exec(d, "SAVEPOINT driftless_group")) != 0)
+        return rc;
+    if (db_exec(d, "SET CONSTRAINTS ALL IMMEDIATE") == 0)
+        return db_exec(d, "RELEASE SAVEPOINT driftless_group");
+    if (classify(db_last_sqlstate(d)) == F_RETRY)
+        return F_RETRY;
+    cons = xstrdup(db_last_constraint(d));
+    if (strcmp(db_last_sqlstate(d), "23503") != 0 || cons[0] == '\0') {
+        rc = err_msg(EXIT_DB, "group: could not check the deferred constraints: %s (SQLSTATE %s)",
+                     db_last_message(d), db_last_sqlstate(d));
+        free(cons);
+        return rc;
+    }
+    db_exec(d, "ROLLBACK TO SAVEPOINT driftless_group");
+    dangling_rows(cs, n, cons);
+    err_msg(EXIT_REFUSED,
+            "group: refused: the group's changes would leave a dangling foreign key "
+            "(constraint \"%s\"); nothing of this phase was committed",
+            cons);
+    free(cons);
+    return EXIT_REFUSED;
+}
+
+/* One phase of every member in one transaction; retried whole on a deadlock. */
+static int
+group_phase(struct ctx *cs, const int *order, int n, enum phase ph, long long *commits)
+{
+    struct db *d = cs[0].d;
+    const struct options *o = cs[0].o;
+    struct saved *sv = xcalloc((size_t)n, sizeof(*sv));
+    char sql[96];
+    int rc = 0, any = 0;
+
+    for (int i = 0; i < n; i++) {
+        const struct spool *s = cs[i].s;
+
+        any |= ph == PH_UPSERT   ? s->n_insert + s->n_update > 0
+               : ph == PH_DELETE ? s->n_delete > 0
+                                 : cs[i].ndeferred > 0;
+    }
+    if (!any)
+        goto out;
+    for (int attempt = 0;; attempt++) {
+        for (int i = 0; i < n; i++)
+            save_ctx(&cs[i], &sv[i]);
+        db_set_quiet(d, 1);
+        rc = db_exec(d, o->dry_run ? "BEGIN TRANSACTION READ ONLY" : "BEGIN");
+        snprintf(sql, sizeof(sql), "SET LOCAL lock_timeout = %lld", (long long)o->lock_timeout_ms);
+        if (rc == 0)
+            rc = db_exec(d, sql);
+        if (rc == 0)
+            rc = db_exec(d, "SET CONSTRAINTS ALL DEFERRED");
+        db_set_quiet(d, 0);
+        if (rc != 0) {
+            rc = err_msg(EXIT_DB, "group: could not begin: %s (SQLSTATE %s)", db_last_message(d),
+                         db_last_sqlstate(d));
+            db_exec(d, "ROLLBACK");
+            break;
         }
-        free(c.done[i].rejects);
+        /* upserts parents first, deletes children first */
+        for (int k = 0; k < n && rc == 0; k++) {
+            struct ctx *c = &cs[order[ph == PH_DELETE ? n - 1 - k : k]];
+
+            c->outer = 1;
+            rc = run_phase(c, ph);
+            c->outer = 0;
+        }
+        db_set_quiet(d, 1);
+        if (rc == 0 && !o->dry_run)
+            rc = group_check_deferred(cs, n);
+        if (rc == 0 && !o->dry_run && db_exec(d, "COMMIT") != 0)
+            rc = classify(db_last_sqlstate(d)) == F_RETRY
+                     ? F_RETRY
+                     : err_msg(EXIT_DB, "group: could not commit: %s (SQLSTATE %s)",
+                               db_last_message(d), db_last_sqlstate(d));
+        db_set_quiet(d, 0);
+        if (rc == 0 && o->dry_run)
+            db_exec(d, "ROLLBACK");
+        if (rc == 0)
+            break;
+        db_exec(d, "ROLLBACK");
+        for (int i = 0; i < n; i++)
+            restore_ctx(&cs[i], &sv[i]);
+        if (rc != F_RETRY)
+            break;
+        if (attempt == MAX_RETRIES) {
+            rc = err_msg(EXIT_DB, "group: %s phase: gave up after %d retries (%s)",
+                         phase_names[ph], MAX_RETRIES, db_last_message(d));
+            break;
+        }
+        usleep((useconds_t)(100000 * (attempt + 1)));
     }
-    free(c.done);
-    free(c.sql_copy);
-    free(c.sql_lock);
-    free(c.sql_lock_del);
-    free(c.sql_check);
-    free(c.sql_update);
-    free(c.sql_insert);
-    free(c.sql_delete);
-    free(c.sql_not_owned);
-    free(c.sql_checkpoint);
-    if (c.sql_children != NULL)
-        for (int f = 0; f < t->nfk; f++)
-            free(c.sql_children[f]);
-    if (c.sql_children_all != NULL)
-        for (int f = 0; f < t->nfk; f++)
-            free(c.sql_children_all[f]);
-    free(c.sql_children);
-    free(c.sql_children_all);
-    free(c.qs);
+    if (rc == 0 && !o->dry_run) {
+        for (int i = 0; i < n; i++)
+            for (size_t j = sv[i].nrejects; j < cs[i].nrejects; j++)
+                err_msg(EXIT_DIFF, "table %s: key %s: rejected: %s", cs[i].t->name,
+                        cs[i].rejects[j].key, cs[i].rejects[j].reason);
+        (*commits)++;
+        if (o->fail_after_commit > 0 && *commits == o->fail_after_commit) {
+            kill(0, SIGKILL);
+            pause();
+        }
+    }
+out:
+    free(sv);
+    return rc;
+}
+
+int
+apply_group(struct db *d, const struct options *o, struct spool *s, struct target *t,
+            const int *order, int n, long long run_id, struct counts *cnt)
+{
+    struct ctx *cs = xcalloc((size_t)n, sizeof(*cs));
+    long long commits = 0;
+    int rc = 0, any_rejects = 0;
+
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = ctx_open(&cs[i], d, &o[i], &s[i], &t[i], run_id, &cnt[i], i);
+    if (rc == 0 && (o[0].phases & PHASE_UPSERT))
+        rc = group_phase(cs, order, n, PH_UPSERT, &commits);
+    if (rc == 0 && (o[0].phases & PHASE_DELETE))
+        rc = group_phase(cs, order, n, PH_DELETE, &commits);
+    if (rc == 0 && (o[0].phases & PHASE_DELETE))
+        rc = group_phase(cs, order, n, PH_RETRY, &commits);
+    for (int i = 0; i < n && rc == 0; i++) {
+        int r = ctx_finish(&cs[i]);
+
+        if (r == EXIT_DIFF)
+            any_rejects = 1;
+        else if (r != 0)
+            rc = r;
+    }
+    if (rc == 0 && any_rejects)
+        rc = EXIT_DIFF;
+    for (int i = 0; i < n; i++)
+        if (cs[i].d != NULL)
+            ctx_free(&cs[i]);
+    free(cs);
+    return rc;
+}
+
+int
+apply_register(struct db *d, const struct options *o, struct spool *s, struct target *t,
+               long long run_id)
+{
+    struct counts cnt;
+    struct ctx c;
+    int rc;
+
+    memset(&c, 0, sizeof(c));
+    memset(&cnt, 0, sizeof(cnt));
+    c.d = d;
+    c.o = o;
+    c.s = s;
+    c.t = t;
+    c.c = &cnt;
+    c.qs = db_quote_ident(d, o->schema);
+    c.have_state = 1;
+    c.import = o->import_map;
+    c.tbatch = xstrdup("pg_temp.driftless_batch");
+    c.tbefore = xstrdup("pg_temp.driftless_before");
+    snprintf(c.run, sizeof(c.run), "%lld", run_id);
+    buf_init(&c.copy);
+    rc = register_table(&c);
+    ctx_free(&c);
     return rc;
 }

@@ -1,8 +1,10 @@
 /*
  * pgapply: the last stage of a run. It reads a change stream (rowdiff's
  * output) to its trailer, then writes it to one target table in batched
- * transactions, with per-change records and checkpoints in the state schema.
- * It also installs that schema and keeps the runs table for scripts.
+ * transactions, with per-change records and checkpoints in the state schema;
+ * or the streams of a foreign-key cycle, together. It also installs that
+ * schema, registers tables (their crosswalk filled before the first compute)
+ * and keeps the runs table for scripts.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,7 +27,7 @@
 /* The connection a signal cancels (db_cancel is safe in a handler). */
 static struct db *volatile cancel_db;
 
-enum mode { MODE_APPLY, MODE_INSTALL, MODE_PRINT_SQL, MODE_BEGIN_RUN, MODE_END_RUN };
+enum mode { MODE_APPLY, MODE_INSTALL, MODE_PRINT_SQL, MODE_BEGIN_RUN, MODE_END_RUN, MODE_REGISTER };
 
 enum {
     OPT_DSN_ENV = 256,
@@ -52,6 +55,11 @@ enum {
     OPT_STATUS,
     OPT_EXIT_CODE,
     OPT_COUNTS_JSON,
+    OPT_REGISTER,
+    OPT_LEGACY_KEY,
+    OPT_IMPORT_MAP,
+    OPT_STREAM,
+    OPT_GROUP_MAX_ROWS,
 };
 
 static const struct option long_options[] = {
@@ -80,6 +88,11 @@ static const struct option long_options[] = {
     { "status", required_argument, NULL, OPT_STATUS },
     { "exit-code", required_argument, NULL, OPT_EXIT_CODE },
     { "counts-json", required_argument, NULL, OPT_COUNTS_JSON },
+    { "register", no_argument, NULL, OPT_REGISTER },
+    { "legacy-key", required_argument, NULL, OPT_LEGACY_KEY },
+    { "import-map", required_argument, NULL, OPT_IMPORT_MAP },
+    { "stream", required_argument, NULL, OPT_STREAM },
+    { "group-max-rows", required_argument, NULL, OPT_GROUP_MAX_ROWS },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },
@@ -96,12 +109,20 @@ struct run_options {
     int64_t exit_code;
     int have_exit_code;
     const char *counts_json;
+    /* a cycle group: --stream TABLE=FILE, --uuid-column [TABLE=]COL, both repeatable */
+    int nstreams;
+    char **stream_table, **stream_file;
+    int nuuid;
+    char **uuid_specs;
 };
 
 static void
 usage(void)
 {
     printf("Usage: pgapply [OPTION]... [CHANGES]\n"
+           "  or:  pgapply [OPTION]... --stream TABLE=CHANGES --stream TABLE=CHANGES...\n"
+           "  or:  pgapply --register --table TABLE [--uuid-column COL]\n"
+           "               [--legacy-key COL[,COL]] [--import-map MAP]\n"
            "Apply a change stream (rowdiff's output) to one target table in batched\n"
            "transactions, recording every change in the state schema.\n"
            "With no CHANGES, or when CHANGES is -, read standard input.\n"
@@ -130,6 +151,21 @@ usage(void)
            "  -h, --help               display this help and exit\n"
            "  -V, --version            output version information and exit\n"
            "\n"
+           "A foreign-key cycle, applied as one group (each phase one transaction):\n"
+           "      --stream TABLE=FILE  a table of the group and its change stream\n"
+           "                           (repeat for every table of the cycle)\n"
+           "      --uuid-column TABLE=COL  a member's UUID column (or COL for all)\n"
+           "      --reject-file FILE   FILE must hold {table}, replaced by each table\n"
+           "      --group-max-rows N   refuse a group of more than N changes\n"
+           "                           (default 1000000)\n"
+           "\n"
+           "Registering a table (before the first compute; nothing is applied):\n"
+           "      --register           register --table and fill its crosswalk, in one\n"
+           "                           transaction; a registered table is left as is\n"
+           "      --legacy-key COLS    the legacy key columns (default: the map's keys)\n"
+           "      --import-map MAP     fill the crosswalk from MAP, a map or rows stream\n"
+           "                           (legacy key columns, uuid), checked first\n"
+           "\n"
            "Run bookkeeping, for scripts (nothing is applied):\n"
            "      --install-state      create or upgrade the state schema and exit\n"
            "      --print-state-sql    print the state schema's SQL and exit\n"
@@ -152,6 +188,10 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
     o->batch_rows = 5000;
     o->batch_bytes = 64LL * 1024 * 1024;
     o->lock_timeout_ms = 10000;
+    o->group_max_rows = 1000000;
+    ro->stream_table = xcalloc((size_t)argc + 1, sizeof(char *));
+    ro->stream_file = xcalloc((size_t)argc + 1, sizeof(char *));
+    ro->uuid_specs = xcalloc((size_t)argc + 1, sizeof(char *));
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+:hV", long_options, NULL)) != -1) {
         switch (c) {
@@ -171,6 +211,7 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
             break;
         case OPT_UUID_COLUMN:
             o->uuid_column = optarg;
+            ro->uuid_specs[ro->nuuid++] = optarg;
             break;
         case OPT_RUN_ID: {
             int64_t v;
@@ -277,23 +318,88 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
         case OPT_COUNTS_JSON:
             ro->counts_json = optarg;
             break;
+        case OPT_REGISTER:
+            ro->mode = MODE_REGISTER;
+            modes++;
+            break;
+        case OPT_LEGACY_KEY:
+            o->legacy_key = optarg;
+            break;
+        case OPT_IMPORT_MAP:
+            o->import_map = optarg;
+            break;
+        case OPT_STREAM: {
+            char *eq = strchr(optarg, '=');
+
+            if (eq == NULL || eq == optarg || eq[1] == '\0')
+                return opt_usage_error("invalid value for --stream: '%s' (TABLE=FILE)", optarg);
+            *eq = '\0';
+            for (int i = 0; i < ro->nstreams; i++)
+                if (strcmp(ro->stream_table[i], optarg) == 0)
+                    return opt_usage_error("--stream: table %s given twice", optarg);
+            ro->stream_table[ro->nstreams] = optarg;
+            ro->stream_file[ro->nstreams++] = eq + 1;
+            break;
+        }
+        case OPT_GROUP_MAX_ROWS:
+            if (opt_parse_int64(optarg, "--group-max-rows", 1, INT64_MAX, &o->group_max_rows) !=
+                0)
+                return EXIT_USAGE;
+            break;
         default:
             return opt_getopt_error(c, argv);
         }
     }
     if (modes > 1)
-        return opt_usage_error("--install-state, --print-state-sql, --begin-run and --end-run "
-                               "exclude each other");
-    if (ro->mode == MODE_APPLY) {
+        return opt_usage_error("--install-state, --print-state-sql, --begin-run, --end-run and "
+                               "--register exclude each other");
+    if ((o->legacy_key || o->import_map) && ro->mode != MODE_REGISTER)
+        return opt_usage_error("--legacy-key and --import-map go with --register");
+    if (ro->nstreams > 0 && ro->mode != MODE_APPLY)
+        return opt_usage_error("--stream goes with applying, not with another mode");
+    if ((ro->mode == MODE_APPLY || ro->mode == MODE_REGISTER) &&
+        (ro->tables || ro->resumed || ro->source_dsn_env || ro->status || ro->have_exit_code ||
+         ro->counts_json))
+        return opt_usage_error("--tables, --resumed, --source-dsn-env, --status, "
+                               "--exit-code and --counts-json go with --begin-run or "
+                               "--end-run");
+    if (ro->mode == MODE_REGISTER) {
+        if (optind < argc)
+            return opt_usage_error("unexpected argument '%s'", argv[optind]);
+        if (o->table == NULL)
+            return opt_usage_error("--register needs --table");
+        if (o->legacy_key == NULL && o->import_map == NULL)
+            return opt_usage_error("--register needs --legacy-key or --import-map");
+        if (ro->nuuid > 1)
+            return opt_usage_error("--register takes one --uuid-column");
+    } else if (ro->mode == MODE_APPLY && ro->nstreams > 0) {
+        if (optind < argc)
+            return opt_usage_error("unexpected argument '%s' (a group's streams are given "
+                                   "with --stream)",
+                                   argv[optind]);
+        if (o->table != NULL)
+            return opt_usage_error("--table and --stream exclude each other");
+        if (o->reject_file != NULL && strstr(o->reject_file, "{table}") == NULL)
+            return opt_usage_error("with --stream, --reject-file must hold {table}");
+        for (int i = 0; i < ro->nuuid; i++) {
+            const char *eq = strchr(ro->uuid_specs[i], '=');
+            int found = eq == NULL && ro->nuuid == 1;
+
+            for (int j = 0; j < ro->nstreams && eq != NULL; j++)
+                if (strlen(ro->stream_table[j]) == (size_t)(eq - ro->uuid_specs[i]) &&
+                    strncmp(ro->stream_table[j], ro->uuid_specs[i],
+                            (size_t)(eq - ro->uuid_specs[i])) == 0)
+                    found = 1;
+            if (!found)
+                return opt_usage_error("invalid value for --uuid-column: '%s' (with --stream: "
+                                       "TABLE=COL naming a --stream table, or one COL for all)",
+                                       ro->uuid_specs[i]);
+        }
+    } else if (ro->mode == MODE_APPLY) {
         if (argc - optind > 1)
             return opt_usage_error("too many arguments (first extra is '%s')", argv[optind + 1]);
         if (optind < argc)
             o->input = argv[optind];
-        if (ro->tables || ro->resumed || ro->source_dsn_env || ro->status || ro->have_exit_code ||
-            ro->counts_json)
-            return opt_usage_error("--tables, --resumed, --source-dsn-env, --status, "
-                                   "--exit-code and --counts-json go with --begin-run or "
-                                   "--end-run");
     } else {
         if (optind < argc)
             return opt_usage_error("unexpected argument '%s'", argv[optind]);
@@ -540,24 +646,67 @@ write_stats(const char *path, const char *json)
     return io_atomic_commit(&a);
 }
 
-static int
-apply(const struct options *o)
+/* "a.b" and "{table}.rs" -> "a.b.rs" */
+static char *
+subst_table(const char *pattern, const char *table)
 {
-    struct spool s;
-    struct target t;
-    struct counts cnt;
+    const char *at = strstr(pattern, "{table}");
+    struct buf b;
+
+    buf_init(&b);
+    if (at == NULL) {
+        buf_puts(&b, pattern);
+        return b.data;
+    }
+    buf_append(&b, pattern, (size_t)(at - pattern));
+    buf_puts(&b, table);
+    buf_puts(&b, at + 7);
+    return b.data;
+}
+
+/*
+ * Apply n streams: one table (group 0, n 1), or the tables of a cycle group,
+ * whose phases are each one transaction across the group. os[i] are the
+ * members' options (input, table, uuid column, reject file).
+ */
+static int
+apply(struct options *os, int n, int group)
+{
+    struct spool *s = xcalloc((size_t)n, sizeof(*s));
+    struct target *t = xcalloc((size_t)n, sizeof(*t));
+    struct target **tp = xcalloc((size_t)n, sizeof(*tp));
+    struct counts *cnt = xcalloc((size_t)n, sizeof(*cnt));
+    char **names = xcalloc((size_t)n + 1, sizeof(char *));
+    int *order = xcalloc((size_t)n, sizeof(int));
+    const struct options *o = &os[0];
     struct db *d = NULL;
-    struct buf json;
+    struct buf json, lines;
     long long run_id = o->run_id;
-    int own_run = 0, version = 0, rc, rc2;
+    int own_run = 0, version = 0, rc = 0, rc2;
+    int64_t total = 0;
     double t0 = now();
 
-    memset(&t, 0, sizeof(t));
-    memset(&cnt, 0, sizeof(cnt));
     buf_init(&json);
+    buf_init(&lines);
     /* Everything is read and checked before the first connection. */
-    if ((rc = spool_load(&s, o)) != 0)
+    for (int i = 0; i < n && rc == 0; i++) {
+        rc = spool_load(&s[i], &os[i]);
+        total += (int64_t)s[i].nrecords;
+        for (int j = 0; j < i && rc == 0; j++)
+            if (strcmp(s[i].hdr.table, s[j].hdr.table) == 0)
+                rc = err_msg(EXIT_USAGE, "group: table %s given twice", s[i].hdr.table);
+    }
+    if (rc != 0)
         goto done;
+    if (group && total > o->group_max_rows) {
+        rc = err_msg(EXIT_REFUSED,
+                     "group: refused: %lld changes, more than --group-max-rows (%lld): a "
+                     "group is applied in one transaction per phase",
+                     (long long)total, (long long)o->group_max_rows);
+        err_note("hint: raise --group-max-rows if the target can hold the transaction's locks "
+                 "and WAL, or apply the change in smaller runs");
+        goto done;
+    }
     if ((rc = db_connect(&d, o->dsn_env, "target", DB_SESSION_WRITE, o->allow_pooler)) != 0)
         goto done;
     cancel_db = d;
@@ -565,30 +714,41 @@ apply(const struct options *o)
     if ((rc = db_exec(d, "SET client_min_messages = warning")) != 0)
         goto done;
     if (!o->dry_run) {
-        struct db_result *r = NULL;
-        const char *p[1];
-        struct buf lock;
-
         if ((rc = state_install(d, o->schema)) != 0)
             goto done;
         version = STATE_VERSION;
         /* One pgapply per table at a time; the lock goes with the session. */
-        buf_init(&lock);
-        buf_printf(&lock, "driftless.apply:%s", s.hdr.table);
-        p[0] = lock.data;
-        rc = db_query(d, &r, s.hdr.table,
-                      "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended($1, 0))",
-                      1, p);
-        buf_free(&lock);
-        if (rc == 0 && (db_ntuples(r) != 1 || strcmp(db_value(r, 0, 0), "t") != 0))
-            rc = err_msg(EXIT_LOCKED, "table %s: another pgapply is applying it", s.hdr.table);
-        db_result_free(r);
+        for (int i = 0; i < n && rc == 0; i++) {
+            struct db_result *r = NULL;
+            const char *p[1];
+            struct buf lock;
+
+            buf_init(&lock);
+            buf_printf(&lock, "driftless.apply:%s", s[i].hdr.table);
+            p[0] = lock.data;
+            rc = db_query(
+                d, &r, s[i].hdr.table,
+                "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended($1, 0))", 1,
+                p);
+            buf_free(&lock);
+            if (rc == 0 && (db_ntuples(r) != 1 || strcmp(db_value(r, 0, 0), "t") != 0))
+                rc = err_msg(EXIT_LOCKED, "table %s: another pgapply is applying it",
+                             s[i].hdr.table);
+            db_result_free(r);
+        }
         if (rc != 0)
             goto done;
     } else if ((rc = state_version(d, o->schema, &version)) != 0) {
         goto done;
     }
-    if ((rc = target_describe(d, &t, &s, o, version)) != 0)
+    for (int i = 0; i < n && rc == 0; i++) {
+        rc = target_describe(d, &t[i], &s[i], &os[i], version);
+        tp[i] = &t[i];
+        names[i] = t[i].name;
+    }
+    if (rc != 0)
+        goto done;
+    if (group && (rc = target_group_check(d, tp, n, order)) != 0)
         goto done;
     if (!o->dry_run) {
         if (run_id > 0) {
@@ -597,52 +757,230 @@ apply(const struct options *o)
         } else {
             struct state_run run;
             char fp[33];
-            char *tables[1];
 
-            tables[0] = t.name;
-            if ((rc = state_fingerprint(d, tables, 1, NULL, fp)) != 0)
+            if ((rc = state_fingerprint(d, names, n, NULL, fp)) != 0)
                 goto done;
             memset(&run, 0, sizeof(run));
             run.program = "pgapply";
-            run.tables = tables;
-            run.ntables = 1;
+            run.tables = names;
+            run.ntables = n;
             run.target_fp = fp;
             if ((rc = state_run_begin(d, o->schema, &run, &run_id)) != 0)
                 goto done;
             own_run = 1;
         }
     }
-    rc = apply_run(d, o, &s, &t, run_id, &cnt);
-    stats_json(&json, s.hdr.table, &cnt, now() - t0, o->dry_run);
-    if (own_run) {
-        const char *status = rc == 0           ? STATE_RUN_OK
-                             : rc == EXIT_DIFF ? STATE_RUN_REJECTS
-                             : io_interrupted  ? STATE_RUN_INTERRUPTED
-                                               : STATE_RUN_FAILED;
-        int code = io_interrupted ? 128 + (int)io_interrupted : rc;
+    if (group)
+        rc = apply_group(d, os, s, t, order, n, run_id, cnt);
+    else
+        rc = apply_run(d, o, &s[0], &t[0], run_id, &cnt[0]);
+    {
+        uint64_t skipped = 0;
 
-        rc2 = state_run_end(d, o->schema, run_id, status, code, json.data, cnt.skipped_batches > 0);
-        if (rc == 0 || rc == EXIT_DIFF)
-            rc = rc2 != 0 ? rc2 : rc;
+        if (n > 1)
+            buf_putc(&json, '[');
+        for (int i = 0; i < n; i++) {
+            size_t at = json.len;
+
+            if (i > 0)
+                buf_puts(&json, ", ");
+            stats_json(&json, s[i].hdr.table, &cnt[i], now() - t0, o->dry_run);
+            buf_append(&lines, json.data + at + (i > 0 ? 2 : 0),
+                       json.len - at - (i > 0 ? 2 : 0));
+            buf_putc(&lines, '\n');
+            skipped += cnt[i].skipped_batches;
+        }
+        if (n > 1)
+            buf_putc(&json, ']');
+        if (own_run) {
+            const char *status = rc == 0           ? STATE_RUN_OK
+                                 : rc == EXIT_DIFF ? STATE_RUN_REJECTS
+                                 : io_interrupted  ? STATE_RUN_INTERRUPTED
+                                                   : STATE_RUN_FAILED;
+            int code = io_interrupted ? 128 + (int)io_interrupted : rc;
+
+            rc2 = state_run_end(d, o->schema, run_id, status, code, json.data, skipped > 0);
+            if (rc == 0 || rc == EXIT_DIFF)
+                rc = rc2 != 0 ? rc2 : rc;
+        }
     }
     if (o->dry_run && (rc == 0 || rc == EXIT_DIFF))
-        printf("table %s: would insert %llu, update %llu, delete %llu; %llu rejected, "
-               "%llu not found, %llu not owned; %llu committed batches skipped\n",
-               t.name, (unsigned long long)cnt.inserted, (unsigned long long)cnt.updated,
-               (unsigned long long)cnt.deleted, (unsigned long long)cnt.failed,
-               (unsigned long long)cnt.not_found, (unsigned long long)cnt.not_owned,
-               (unsigned long long)cnt.skipped_batches);
-    if (o->stats_file != NULL && json.len > 0) {
-        rc2 = write_stats(o->stats_file, json.data);
+        for (int i = 0; i < n; i++)
+            printf("table %s: would insert %llu, update %llu, delete %llu; %llu rejected, "
+                   "%llu not found, %llu not owned; %llu committed batches skipped\n",
+                   t[i].name, (unsigned long long)cnt[i].inserted,
+                   (unsigned long long)cnt[i].updated, (unsigned long long)cnt[i].deleted,
+                   (unsigned long long)cnt[i].failed, (unsigned long long)cnt[i].not_found,
+                   (unsigned long long)cnt[i].not_owned,
+                   (unsigned long long)cnt[i].skipped_batches);
+    if (o->stats_file != NULL && lines.len > 0) {
+        lines.data[--lines.len] = '\0'; /* write_stats adds the last newline */
+        rc2 = write_stats(o->stats_file, lines.data);
         if (rc == 0 || rc == EXIT_DIFF)
             rc = rc2 != 0 ? rc2 : rc;
     }
 done:
     cancel_db = NULL;
     buf_free(&json);
+    buf_free(&lines);
+    for (int i = 0; i < n; i++) {
+        target_free(&t[i]);
+        spool_free(&s[i]);
+    }
+    db_close(d);
+    free(s);
+    free(t);
+    free(tp);
+    free(cnt);
+    free(names);
+    free(order);
+    return rc;
+}
+
+/* The key columns of a map stream, as a spool's header with no records. */
+static int
+key_spool(struct spool *s, const struct options *o)
+{
+    struct rs_reader *r = NULL;
+    char **names = NULL;
+    int n = 0, fd = -1, rc = 0;
+
+    memset(s, 0, sizeof(*s));
+    rs_header_init(&s->hdr, RS_KIND_CHANGES, o->table);
+    s->display = xstrdup(o->table);
+    s->op_col = rs_header_add_column(&s->hdr, "_op", "text", RS_ROLE_OP, RS_ORDER_NONE);
+    if (o->legacy_key != NULL)
+        names = opt_split_list(o->legacy_key, &n);
+    if (o->import_map != NULL) {
+        const struct rs_header *h;
+        int k = 0;
+
+        struct stat st;
+
+        if ((fd = io_open_input(o->import_map)) < 0) {
+            rc = EXIT_IO;
+            goto done;
+        }
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            rc = err_msg(EXIT_USAGE, "--import-map %s: not a regular file (it is read twice)",
+                         o->import_map);
+            goto done;
+        }
+        if ((rc = rs_reader_open(&r, fd, o->import_map)) != 0)
+            goto done;
+        h = rs_reader_header(r);
+        for (int i = 0; i < h->ncols; i++) {
+            if (h->cols[i].role != RS_ROLE_KEY)
+                continue;
+            if (names != NULL && (k >= n || strcmp(names[k], h->cols[i].name) != 0)) {
+                rc = err_msg(EXIT_DATA, "%s: its key columns are not --legacy-key %s",
+                             o->import_map, o->legacy_key);
+                goto done;
+            }
+            rs_header_add_column(&s->hdr, h->cols[i].name, h->cols[i].type, RS_ROLE_KEY,
+                                 h->cols[i].order);
+            k++;
+        }
+        if (k == 0 || (names != NULL && k != n)) {
+            rc = err_msg(EXIT_DATA, "%s: %s", o->import_map,
+                         k == 0 ? "no key column" : "its key columns are not --legacy-key");
+            goto done;
+        }
+    } else {
+        for (int i = 0; i < n; i++)
+            rs_header_add_column(&s->hdr, names[i], "text", RS_ROLE_KEY, RS_ORDER_TEXT);
+    }
+    s->key_cols = xcalloc((size_t)s->hdr.ncols + 1, sizeof(int));
+    s->data_cols = xcalloc(1, sizeof(int));
+    for (int i = 1; i < s->hdr.ncols; i++)
+        s->key_cols[s->nkeys++] = i;
+done:
+    rs_reader_free(r);
+    if (fd > 0)
+        close(fd);
+    opt_free_list(names);
+    return rc;
+}
+
+/* --register: the table in the registry, its crosswalk filled; idempotent. */
+static int
+run_register(struct options *o)
+{
+    struct spool s;
+    struct target t;
+    struct db *d = NULL;
+    int rc;
+
+    memset(&t, 0, sizeof(t));
+    o->registering = 1;
+    if ((rc = key_spool(&s, o)) != 0)
+        goto done;
+    if ((rc = db_connect(&d, o->dsn_env, "target", DB_SESSION_WRITE, o->allow_pooler)) != 0)
+        goto done;
+    if ((rc = db_exec(d, "SET client_min_messages = warning")) != 0)
+        goto done;
+    if ((rc = state_install(d, o->schema)) != 0)
+        goto done;
+    if (o->run_id > 0 && (rc = state_run_exists(d, o->schema, o->run_id)) != 0)
+        goto done;
+    if ((rc = target_describe(d, &t, &s, o, STATE_VERSION)) != 0)
+        goto done;
+    if (t.integer_mode) {
+        rc = err_msg(EXIT_USAGE,
+                     "table %s: its primary key is the legacy key (integer keys, no crosswalk): "
+                     "it is registered by its first apply",
+                     t.name);
+        goto done;
+    }
+    if (t.registered) {
+        if (!t.reg_same_keys)
+            rc = err_msg(EXIT_REFUSED,
+                         "table %s: refused: it is registered with another legacy key (%s)",
+                         t.name, t.reg_keys);
+        goto done;
+    }
+    rc = apply_register(d, o, &s, &t, o->run_id);
+done:
     target_free(&t);
     db_close(d);
     spool_free(&s);
+    return rc;
+}
+
+/* The group's members: each --stream with its UUID column and reject file. */
+static int
+apply_streams(const struct options *o, const struct run_options *ro)
+{
+    struct options *os = xcalloc((size_t)ro->nstreams, sizeof(*os));
+    char **rejects = xcalloc((size_t)ro->nstreams + 1, sizeof(char *));
+    int rc;
+
+    for (int i = 0; i < ro->nstreams; i++) {
+        size_t len = strlen(ro->stream_table[i]);
+
+        os[i] = *o;
+        os[i].group = 1;
+        os[i].table = ro->stream_table[i];
+        os[i].input = ro->stream_file[i];
+        os[i].uuid_column = NULL;
+        for (int j = 0; j < ro->nuuid; j++) {
+            const char *spec = ro->uuid_specs[j], *eq = strchr(spec, '=');
+
+            if (eq == NULL)
+                os[i].uuid_column = spec;
+            else if ((size_t)(eq - spec) == len && strncmp(spec, ro->stream_table[i], len) == 0)
+                os[i].uuid_column = eq + 1;
+        }
+        if (o->reject_file != NULL) {
+            rejects[i] = subst_table(o->reject_file, ro->stream_table[i]);
+            os[i].reject_file = rejects[i];
+        }
+    }
+    rc = apply(os, ro->nstreams, 1);
+    for (int i = 0; i < ro->nstreams; i++)
+        free(rejects[i]);
+    free(rejects);
+    free(os);
     return rc;
 }
 
@@ -658,12 +996,18 @@ main(int argc, char **argv)
     cancel_on_signals();
     atexit(io_close_stdout);
     if ((rc = parse_options(argc, argv, &o, &ro)) != 0)
-        return rc;
-    if (ro.mode != MODE_APPLY)
-        return run_bookkeeping(&o, &ro);
+        goto done;
+    if (ro.mode == MODE_REGISTER) {
+        rc = run_register(&o);
+        goto done;
+    }
+    if (ro.mode != MODE_APPLY) {
+        rc = run_bookkeeping(&o, &ro);
+        goto done;
+    }
     if ((rc = parse_failpoint(&o)) != 0)
-        return rc;
-    rc = apply(&o);
+        goto done;
+    rc = ro.nstreams > 0 ? apply_streams(&o, &ro) : apply(&o, 1, 0);
     if (io_interrupted) {
         /* Die by the signal, as the caller expects of an interrupted filter. */
         int sig = (int)io_interrupted;
@@ -672,5 +1016,9 @@ main(int argc, char **argv)
         signal(sig, SIG_DFL);
         raise(sig);
     }
+done:
+    free(ro.stream_table);
+    free(ro.stream_file);
+    free(ro.uuid_specs);
     return rc;
 }

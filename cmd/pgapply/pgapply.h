@@ -1,9 +1,9 @@
 /*
- * pgapply: applies a change stream to one target table in batched
- * transactions, recording every change, its before-image and a checkpoint in
- * the state schema. Shared declarations of its parts: options (main.c), the
- * spooled stream (spool.c), the target's catalog (target.c) and the batches
- * (apply.c).
+ * pgapply: applies a change stream to one target table (or the streams of a
+ * foreign-key cycle, together) in batched transactions, recording every
+ * change, its before-image and a checkpoint in the state schema. Shared
+ * declarations of its parts: options (main.c), the spooled stream (spool.c),
+ * the target's catalog (target.c) and the batches (apply.c).
  */
 #ifndef PGAPPLY_H
 #define PGAPPLY_H
@@ -25,6 +25,11 @@ struct options {
     const char *stats_file;
     const char *schema; /* state schema */
     const char *input;  /* CHANGES; NULL or "-" is stdin */
+    const char *legacy_key; /* --register: the legacy key columns, "a,b" */
+    const char *import_map; /* --register: a map stream to fill the crosswalk from */
+    int registering;        /* --register: a crosswalk-only key may be unregistered */
+    int group;              /* a member of a cycle group (--stream) */
+    int64_t group_max_rows;
     long long run_id;   /* 0: pgapply makes its own run */
     int phases;         /* enum phase_set */
     int64_t batch_rows;
@@ -95,6 +100,9 @@ struct fkref {
     int nident; /* child's primary key columns (quoted) to name a row; 0: ctid */
     char **ident;
     char **ident_names; /* unquoted, for messages */
+    /* a child keyed in the crosswalk only: its uuid column (quoted) and name (literal) */
+    char *cw_uuid;
+    char *cw_name;
 };
 
 /* A unique index of the target. */
@@ -108,18 +116,29 @@ struct uindex {
 struct target {
     char *name;  /* "schema.table" as named by the stream or --table */
     char *qname; /* quoted qualified */
+    char *lname; /* name as an SQL literal */
     int ncols;
     struct tcol *cols;
     int integer_mode; /* no UUID column: the legacy key is the primary key */
     int uuid_tcol;    /* target column index of the UUID column, or -1 */
     int uuid_scol;    /* stream column that carries it, or -1 */
-    int *key_tcol;    /* per stream key column: target column */
+    int *key_tcol;    /* per stream key column: target column, or -1 (crosswalk_keys) */
+    char **key_cast;  /* per stream key column: the type its text is cast to */
+    /*
+     * The legacy key is no column of the table: it lives in the crosswalk only
+     * (a mapping kept in a CSV or a mapping table). Rows are found by
+     * uuid column = crosswalk.uuid of the stream's key.
+     */
+    int crosswalk_keys;
     int *data_tcol;   /* per stream data column: target column */
     int nuindex;
     struct uindex *uindex;
     int nfk;
     struct fkref *fk;
-    int registered; /* the table is in the state's tables registry */
+    int registered;    /* the table is in the state's tables registry */
+    int reg_same_keys; /* ... with the stream's key columns */
+    char *reg_uuid;    /* ... and this uuid_column (NULL: integer keys) */
+    char *reg_keys;    /* its key columns, "a, b", for messages */
 };
 
 /* Look up the target table and match it with the stream. Returns 0 or a code. */
@@ -132,6 +151,13 @@ int target_find(const struct target *t, const char *name);
 int target_is_legacy_index(const struct target *t, const struct spool *s, const char *name);
 const struct uindex *target_uindex(const struct target *t, const char *name);
 
+/*
+ * A cycle group (--stream): refuse (EXIT_REFUSED, by name) a foreign key
+ * between two of its tables that is neither DEFERRABLE nor nullable, and put
+ * the parents of the non-deferrable ones first in order[] (indexes into t).
+ */
+int target_group_check(struct db *d, struct target *const *t, int n, int *order);
+
 /* Counters of a run, written by --stats. */
 struct counts {
     uint64_t inserted, updated, deleted, failed, deferred, not_found, not_owned;
@@ -141,5 +167,22 @@ struct counts {
 /* Apply (or, with o->dry_run, check) the spooled stream. Returns 0, 1 (rejects) or a code. */
 int apply_run(struct db *d, const struct options *o, struct spool *s, struct target *t,
               long long run_id, struct counts *c);
+
+/*
+ * A cycle group: n tables, each with its options (o[i].input, table, uuid
+ * column, reject file), spool, target and counts; order[] as
+ * target_group_check gives it. Each phase of the whole group is one
+ * transaction with SET CONSTRAINTS ALL DEFERRED. Returns 0, 1 or a code.
+ */
+int apply_group(struct db *d, const struct options *o, struct spool *s, struct target *t,
+                const int *order, int n, long long run_id, struct counts *c);
+
+/*
+ * --register: register the table and fill its crosswalk from its legacy key
+ * columns or from o->import_map, in one transaction; s holds the key columns
+ * only (no records). Returns 0 or a code (EXIT_DATA for a bad map).
+ */
+int apply_register(struct db *d, const struct options *o, struct spool *s, struct target *t,
+                   long long run_id);
 
 #endif

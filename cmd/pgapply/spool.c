@@ -153,7 +153,11 @@ spool_load(struct spool *s, const struct options *o)
         s->path = xstrdup(o->input);
     } else {
         if (o->spool_dir != NULL) {
-            buf_printf(&b, "%s/pgapply.%ld.changes.tmp", o->spool_dir, (long)getpid());
+            /* a group spools several streams: the counter tells them apart */
+            static unsigned spooled;
+
+            buf_printf(&b, "%s/pgapply.%ld.%u.changes.tmp", o->spool_dir, (long)getpid(),
+                       spooled++);
         } else {
             const char *tmp = getenv("TMPDIR");
 

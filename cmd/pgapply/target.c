@@ -159,6 +159,35 @@ free_uindexes(struct uindex *u, int n)
 }
 
 /*
+ * A registered child whose legacy key is no column of its own: its rows born
+ * in the target are those whose UUID the crosswalk does not hold.
+ */
+static int
+child_crosswalk(struct db *d, struct fkref *f, const struct options *o)
+{
+    struct db_result *r = NULL;
+    const char *params[1] = { f->child };
+    struct buf sql;
+    char *qs = db_quote_ident(d, o->schema);
+    int rc;
+
+    for (int i = 0; i < f->nlegacy; i++)
+        free(f->legacy[i]);
+    f->nlegacy = 0;
+    buf_init(&sql);
+    buf_printf(&sql, "SELECT uuid_column FROM %s.tables WHERE table_name = $1", qs);
+    rc = db_query(d, &r, f->child, sql.data, 1, params);
+    if (rc == 0 && db_ntuples(r) == 1 && db_value(r, 0, 0) != NULL) {
+        f->cw_uuid = db_quote_ident(d, db_value(r, 0, 0));
+        f->cw_name = db_quote_literal(d, f->child);
+    }
+    db_result_free(r);
+    buf_free(&sql);
+    free(qs);
+    return rc;
+}
+
+/*
  * A child table's legacy key: the state's registry if it knows the table,
  * else columns named like the parent's legacy key if it has them all, else
  * none (every row of the child was born in the target).
@@ -185,10 +214,30 @@ child_legacy(struct db *d, struct fkref *f, const char *child_oid, const struct 
         if (rc != 0)
             return rc;
         if (db_ntuples(r) > 0) {
+            int missing = 0;
+
             f->legacy = xcalloc((size_t)db_ntuples(r) + 1, sizeof(char *));
-            for (int i = 0; i < db_ntuples(r); i++)
+            for (int i = 0; i < db_ntuples(r); i++) {
+                struct db_result *a = NULL;
+
+                params[0] = child_oid;
+                params[1] = db_value(r, i, 0);
+                rc = db_query(d, &a, f->child,
+                              "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1::oid"
+                              " AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+                              2, params);
+                if (rc != 0) {
+                    db_result_free(r);
+                    return rc;
+                }
+                missing += db_ntuples(a) == 0;
+                db_result_free(a);
                 f->legacy[f->nlegacy++] = db_quote_ident(d, db_value(r, i, 0));
+            }
             db_result_free(r);
+            r = NULL;
+            if (missing > 0)
+                return child_crosswalk(d, f, o);
             return 0;
         }
         db_result_free(r);
@@ -315,7 +364,7 @@ choose_key_mode(struct target *t, const struct spool *s, const struct options *o
                          o->uuid_column);
             goto done;
         }
-    } else if (pk != NULL && same_columns(pk, keys, s->nkeys)) {
+    } else if (!t->crosswalk_keys && pk != NULL && same_columns(pk, keys, s->nkeys)) {
         t->integer_mode = 1;
     } else if (pk != NULL && pk->ncols == 1 &&
                strcmp(t->cols[target_find(t, pk->cols[0])].cast, "uuid") == 0) {
@@ -342,9 +391,109 @@ choose_key_mode(struct target *t, const struct spool *s, const struct options *o
             if (strcmp(s->hdr.cols[s->data_cols[j]].name, u) == 0)
                 t->uuid_scol = s->data_cols[j];
     }
+    if (t->registered && t->uuid_tcol >= 0 && t->reg_uuid != NULL &&
+        strcmp(t->reg_uuid, t->cols[t->uuid_tcol].name) != 0) {
+        rc = err_msg(EXIT_REFUSED,
+                     "table %s: refused: its UUID column is registered as \"%s\", not \"%s\"",
+                     t->name, t->reg_uuid, t->cols[t->uuid_tcol].name);
+        goto done;
+    }
 done:
     free(keys);
     return rc;
+}
+
+/* What the state's registry says of the table (t->registered and the rest). */
+static int
+load_registry(struct db *d, struct target *t, const struct spool *s, const struct options *o,
+              int state_version)
+{
+    struct db_result *r = NULL;
+    const char *params[2];
+    struct buf sql, arr;
+    char **names;
+    char *qs;
+    int rc;
+
+    if (state_version <= 0)
+        return 0;
+    names = key_names(s);
+    buf_init(&arr);
+    state_text_array(&arr, names, s->nkeys);
+    free(names);
+    qs = db_quote_ident(d, o->schema);
+    buf_init(&sql);
+    buf_printf(&sql,
+               "SELECT key_columns = $2::text[], uuid_column,"
+               " pg_catalog.array_to_string(key_columns, ', ')"
+               " FROM %s.tables WHERE table_name = $1",
+               qs);
+    params[0] = t->name;
+    params[1] = arr.data;
+    rc = db_query(d, &r, t->name, sql.data, 2, params);
+    if (rc == 0 && db_ntuples(r) == 1) {
+        t->registered = 1;
+        t->reg_same_keys = strcmp(db_value(r, 0, 0), "t") == 0;
+        t->reg_uuid = db_value(r, 0, 1) != NULL ? xstrdup(db_value(r, 0, 1)) : NULL;
+        t->reg_keys = xstrdup(db_value(r, 0, 2) != NULL ? db_value(r, 0, 2) : "");
+    }
+    db_result_free(r);
+    buf_free(&sql);
+    buf_free(&arr);
+    free(qs);
+    return rc;
+}
+
+/*
+ * Map the stream's key columns to the table's. All of them columns: the usual
+ * case. None: the key lives in the crosswalk only, which the table's
+ * registration must have filled (--register --import-map).
+ */
+static int
+map_keys(struct target *t, const struct spool *s, const struct options *o)
+{
+    int found = 0, missing = -1;
+
+    t->key_tcol = xcalloc((size_t)s->nkeys + 1, sizeof(int));
+    t->key_cast = xcalloc((size_t)s->nkeys + 1, sizeof(char *));
+    for (int k = 0; k < s->nkeys; k++) {
+        t->key_tcol[k] = target_find(t, s->hdr.cols[s->key_cols[k]].name);
+        if (t->key_tcol[k] >= 0)
+            found++;
+        else if (missing < 0)
+            missing = k;
+    }
+    if (found == s->nkeys) {
+        for (int k = 0; k < s->nkeys; k++)
+            t->key_cast[k] = xstrdup(t->cols[t->key_tcol[k]].cast);
+        return 0;
+    }
+    if (found > 0)
+        return err_msg(EXIT_DB, "table %s: key column \"%s\" does not exist", t->name,
+                       s->hdr.cols[s->key_cols[missing]].name);
+    /* The text form the crosswalk keeps: integers as numbers (007 is 7), the rest as is. */
+    t->crosswalk_keys = 1;
+    for (int k = 0; k < s->nkeys; k++)
+        t->key_cast[k] =
+            xstrdup(s->hdr.cols[s->key_cols[k]].order == RS_ORDER_INT ? "bigint" : "text");
+    if (!t->registered) {
+        if (o->registering && o->import_map != NULL)
+            return 0;
+        err_msg(EXIT_REFUSED,
+                "table %s: refused: its legacy key (%s) is no column of the table, and the "
+                "table is not registered: the crosswalk does not know its rows",
+                t->name, s->hdr.cols[s->key_cols[0]].name);
+        err_note("hint: import the earlier migration's mapping first: pgapply --register "
+                 "--table %s --uuid-column COL --import-map MAP.rs (see pgapply(1))",
+                 t->name);
+        return EXIT_REFUSED;
+    }
+    if (!t->reg_same_keys || t->reg_uuid == NULL)
+        return err_msg(EXIT_REFUSED,
+                       "table %s: refused: the stream's key is not the legacy key the table "
+                       "is registered with (%s)",
+                       t->name, t->reg_keys);
+    return 0;
 }
 
 int
@@ -363,6 +512,7 @@ target_describe(struct db *d, struct target *t, const struct spool *s, const str
     t->qname = db_quote_qualified(d, t->name);
     if (t->qname == NULL)
         return EXIT_DATA;
+    t->lname = db_quote_literal(d, t->name);
     params[0] = t->qname;
     rc = db_query(d, &r, t->name,
                   "SELECT c.oid, c.relkind::text, pg_catalog.row_security_active(c.oid)"
@@ -394,17 +544,11 @@ target_describe(struct db *d, struct target *t, const struct spool *s, const str
 
     if ((rc = load_columns(d, t, oid)) != 0)
         goto done;
-    t->key_tcol = xcalloc((size_t)s->nkeys + 1, sizeof(int));
+    if ((rc = load_registry(d, t, s, o, state_version)) != 0)
+        goto done;
+    if ((rc = map_keys(t, s, o)) != 0)
+        goto done;
     t->data_tcol = xcalloc((size_t)s->ndata + 1, sizeof(int));
-    for (int k = 0; k < s->nkeys; k++) {
-        const char *name = s->hdr.cols[s->key_cols[k]].name;
-
-        t->key_tcol[k] = target_find(t, name);
-        if (t->key_tcol[k] < 0) {
-            rc = err_msg(EXIT_DB, "table %s: key column \"%s\" does not exist", t->name, name);
-            goto done;
-        }
-    }
     for (int j = 0; j < s->ndata; j++) {
         const char *name = s->hdr.cols[s->data_cols[j]].name;
 
@@ -441,6 +585,10 @@ target_free(struct target *t)
         free(t->cols[i].cast);
     }
     free(t->cols);
+    if (t->key_cast != NULL)
+        for (int k = 0; t->key_cast[k] != NULL; k++)
+            free(t->key_cast[k]);
+    free(t->key_cast);
     free(t->key_tcol);
     free(t->data_tcol);
     free_uindexes(t->uindex, t->nuindex);
@@ -465,9 +613,97 @@ target_free(struct target *t)
         free(f->conname);
         free(f->child);
         free(f->qchild);
+        free(f->cw_uuid);
+        free(f->cw_name);
     }
     free(t->fk);
     free(t->name);
     free(t->qname);
+    free(t->lname);
+    free(t->reg_uuid);
+    free(t->reg_keys);
     memset(t, 0, sizeof(*t));
+}
+
+int
+target_group_check(struct db *d, struct target *const *t, int n, int *order)
+{
+    static const char sql[] =
+        "WITH g AS (SELECT x.i, pg_catalog.to_regclass(x.name) AS oid"
+        "           FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS x(name, i))"
+        " SELECT k.conname, cg.i - 1, pg.i - 1, k.condeferrable,"
+        "        pg_catalog.bool_and(a.attnotnull),"
+        "        pg_catalog.string_agg(a.attname, ', ' ORDER BY a.attnum)"
+        " FROM pg_catalog.pg_constraint k"
+        " JOIN g AS cg ON cg.oid = k.conrelid JOIN g AS pg ON pg.oid = k.confrelid"
+        " JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey)"
+        " WHERE k.contype = 'f' AND k.conrelid <> k.confrelid AND k.conparentid = 0"
+        " GROUP BY k.oid, k.conname, cg.i, pg.i, k.condeferrable ORDER BY k.conname";
+    struct db_result *r = NULL;
+    const char *params[1];
+    char **names = xcalloc((size_t)n + 1, sizeof(char *));
+    char *placed = xcalloc((size_t)n + 1, 1);
+    int *parent_of = NULL, nedges = 0, rc, bad = 0;
+    struct buf arr;
+
+    for (int i = 0; i < n; i++)
+        names[i] = t[i]->qname;
+    buf_init(&arr);
+    state_text_array(&arr, names, n);
+    params[0] = arr.data;
+    rc = db_query(d, &r, "group", sql, 1, params);
+    if (rc != 0)
+        goto done;
+    parent_of = xcalloc((size_t)db_ntuples(r) * 2 + 2, sizeof(int));
+    for (int i = 0; i < db_ntuples(r); i++) {
+        int child = atoi(db_value(r, i, 1)), parent = atoi(db_value(r, i, 2));
+        int deferrable = strcmp(db_value(r, i, 3), "t") == 0;
+        int notnull = strcmp(db_value(r, i, 4), "t") == 0;
+
+        if (!deferrable && notnull) {
+            err_msg(EXIT_REFUSED,
+                    "group: refused: foreign key \"%s\" of %s (%s) references %s and is "
+                    "neither DEFERRABLE nor nullable: the cycle cannot be applied",
+                    db_value(r, i, 0), t[child]->name, db_value(r, i, 5), t[parent]->name);
+            bad = 1;
+        } else if (!deferrable) {
+            /* checked at each statement: its parent's rows must be there first */
+            parent_of[2 * nedges] = child;
+            parent_of[2 * nedges + 1] = parent;
+            nedges++;
+        }
+    }
+    if (bad) {
+        err_note("hint: make the constraint DEFERRABLE (ALTER TABLE ... ALTER CONSTRAINT ... "
+                 "DEFERRABLE) or its columns nullable");
+        rc = EXIT_REFUSED;
+        goto done;
+    }
+    /* Stable order: the first table whose non-deferrable parents are placed; else the first. */
+    for (int k = 0; k < n; k++) {
+        int pick = -1;
+
+        for (int i = 0; i < n && pick < 0; i++) {
+            int ready = !placed[i];
+
+            for (int e = 0; e < nedges && ready; e++)
+                if (parent_of[2 * e] == i && !placed[parent_of[2 * e + 1]] &&
+                    parent_of[2 * e + 1] != i)
+                    ready = 0;
+            if (ready)
+                pick = i;
+        }
+        for (int i = 0; i < n && pick < 0; i++)
+            if (!placed[i])
+                pick = i;
+        placed[pick] = 1;
+        order[k] = pick;
+    }
+done:
+    db_result_free(r);
+    buf_free(&arr);
+    free(parent_of);
+    free(placed);
+    free(names);
+    return rc;
 }
