@@ -1152,8 +1152,11 @@ apply_range(struct ctx *c, int lo, int hi)
         goto out;
     }
     /* One row. */
-    if (f == F_UNIQUE && c->phase == PH_UPSERT) {
-        /* Perhaps a row the delete phase removes holds the value: try again after it. */
+    if ((f == F_UNIQUE || strcmp(st, "23503") == 0) && c->phase == PH_UPSERT) {
+        /*
+         * Perhaps a row the delete phase removes holds the value, or the parent is
+         * itself set aside until then: try again after it.
+         */
         add_batch_deferred(c, lo);
     } else if (f == F_UNIQUE) {
         char *other = other_key(c, lo, cons);
@@ -2515,6 +2518,9 @@ apply_run(struct db *d, const struct options *o, struct spool *s, struct target 
     if (o->phases & PHASE_DELETE) {
         if ((rc = run_phase(&c, PH_DELETE)) != 0)
             goto done;
+    }
+    /* A separate retry lets a script retry parents before children, after all deletes. */
+    if (o->phases & PHASE_RETRY) {
         if ((rc = run_phase(&c, PH_RETRY)) != 0)
             goto done;
     }
@@ -2765,7 +2771,7 @@ apply_group(struct db *d, const struct options *o, struct spool *s, struct targe
         rc = group_phase(cs, order, n, PH_UPSERT, &commits);
     if (rc == 0 && (o[0].phases & PHASE_DELETE))
         rc = group_phase(cs, order, n, PH_DELETE, &commits);
-    if (rc == 0 && (o[0].phases & PHASE_DELETE))
+    if (rc == 0 && (o[0].phases & PHASE_RETRY))
         rc = group_phase(cs, order, n, PH_RETRY, &commits);
     for (int i = 0; i < n && rc == 0; i++) {
         int r = ctx_finish(&cs[i]);

@@ -136,7 +136,8 @@ usage(void)
            "      --run-id ID          record the changes under run ID (default: a new run)\n"
            "      --spool DIR          copy a piped stream into DIR and keep it there\n"
            "                           (default: a temporary directory, removed)\n"
-           "      --phase PHASE        upsert, delete or all (default all)\n"
+           "      --phase PHASE        upsert, delete (then retry), delete-only, retry\n"
+           "                           or all (default all)\n"
            "      --batch-rows N       close a batch at N rows (default 5000)\n"
            "      --batch-bytes SIZE   close a batch at SIZE bytes of data (default 64M)\n"
            "      --lock-timeout MS    lock_timeout of each batch (default 10000)\n"
@@ -228,11 +229,16 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
             if (strcmp(optarg, "upsert") == 0)
                 o->phases = PHASE_UPSERT;
             else if (strcmp(optarg, "delete") == 0)
+                o->phases = PHASE_DELETE | PHASE_RETRY;
+            else if (strcmp(optarg, "delete-only") == 0)
                 o->phases = PHASE_DELETE;
+            else if (strcmp(optarg, "retry") == 0)
+                o->phases = PHASE_RETRY;
             else if (strcmp(optarg, "all") == 0)
                 o->phases = PHASE_ALL;
             else
-                return opt_usage_error("invalid value for --phase: '%s' (upsert, delete or all)",
+                return opt_usage_error("invalid value for --phase: '%s' (upsert, delete, "
+                                       "delete-only, retry or all)",
                                        optarg);
             break;
         case OPT_BATCH_ROWS:

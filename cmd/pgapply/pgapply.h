@@ -14,7 +14,7 @@
 #include "mem.h"
 #include "rs.h"
 
-enum phase_set { PHASE_UPSERT = 1, PHASE_DELETE = 2, PHASE_ALL = 3 };
+enum phase_set { PHASE_UPSERT = 1, PHASE_DELETE = 2, PHASE_RETRY = 4, PHASE_ALL = 7 };
 
 struct options {
     const char *dsn_env;
