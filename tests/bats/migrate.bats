@@ -75,7 +75,8 @@ checksums() {
     in_sync
     # Every UUID issued before the run is unchanged unless its row was deleted.
     after=$(uuids)
-    gone=$(comm -23 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | awk '{print $1, $2}')
+    gone=$(LC_ALL=C comm -23 <(printf '%s\n' "$before" | LC_ALL=C sort) \
+        <(printf '%s\n' "$after" | LC_ALL=C sort) | awk -F'|' '{print $1, $2}')
     while read -r table legacy; do
         [[ -z $table ]] && continue
         [[ $table == regions ]] && continue
