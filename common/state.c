@@ -578,12 +578,37 @@ state_fingerprint(struct db *d, char *const *tables, int ntables, const char *ex
     struct buf arr;
     int rc;
 
+    char *saved_path = NULL;
+
+    /*
+     * pg_get_constraintdef qualifies names by search_path: pin it, so that a
+     * reading and a writing session print the same catalog alike.
+     */
+    if ((rc = db_query(d, &r, "catalog fingerprint",
+                       "SELECT pg_catalog.current_setting('search_path'), "
+                       "pg_catalog.set_config('search_path', 'pg_catalog', false)",
+                       0, NULL)) != 0)
+        return rc;
+    saved_path = xstrdup(db_value(r, 0, 0) != NULL ? db_value(r, 0, 0) : "");
+    db_result_free(r);
+    r = NULL;
     buf_init(&arr);
     if (tables != NULL)
         state_text_array(&arr, tables, ntables);
     params[0] = tables != NULL ? arr.data : NULL;
     params[1] = exclude_schema;
     rc = db_query(d, &r, "catalog fingerprint", sql, 2, params);
+    {
+        struct db_result *r2 = NULL;
+        const char *p[1] = { saved_path };
+        int rc2 = db_query(d, &r2, "catalog fingerprint",
+                           "SELECT pg_catalog.set_config('search_path', $1, false)", 1, p);
+
+        db_result_free(r2);
+        if (rc == 0)
+            rc = rc2;
+        free(saved_path);
+    }
     if (rc == 0) {
         if (db_ntuples(r) == 1 && db_value(r, 0, 0) != NULL && strlen(db_value(r, 0, 0)) == 32)
             memcpy(out, db_value(r, 0, 0), 33);
