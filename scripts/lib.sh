@@ -172,8 +172,15 @@ snap_close() {
 
 # ---- waiting for a pipeline ----
 
+# pipe_stop PID...: end the stages still running after the last one failed:
+# one blocked opening a FIFO whose reader is gone would wait forever.
+pipe_stop() {
+    kill "$@" 2>/dev/null || true
+}
+
 # pipe_status PID...: wait for each; set ps_first to the first status that tells
-# the cause (a stage killed by SIGPIPE, 141, only echoes a later stage's failure).
+# the cause (a stage killed by SIGPIPE, 141, or by pipe_stop, 143, only echoes
+# another stage's failure).
 # Not in $(...): a subshell cannot wait for its parent's children.
 pipe_status() {
     ps_first=0
@@ -181,7 +188,7 @@ pipe_status() {
     for ps_pid in "$@"; do
         ps_rc=0
         wait "$ps_pid" || ps_rc=$?
-        if [ $ps_rc -eq 141 ]; then
+        if [ $ps_rc -eq 141 ] || [ $ps_rc -eq 143 ]; then
             ps_pipe=141
         elif [ $ps_rc -ne 0 ] && [ $ps_first -eq 0 ]; then
             ps_first=$ps_rc
@@ -577,18 +584,37 @@ function sr_table(line, tables,    n, t, i, p, best, bp, a, z) {
 }'
 
 # sync_format STAGE: a child's output (stdin) as run log lines in dl_log's
-# format, appended to $sync_run_log (and printed when $sync_verbose is 1); the
-# table is the first table of $sync_tables a line names.
+# format, appended to $sync_run_log (and printed when $sync_verbose is 1).
+# The children run quiet: a driftless program's "prog: message" line is an
+# error unless it says WARN, INFO or OK; "prog: detail:" and "prog: hint:"
+# lines take the level and table of the line before; other lines (a report)
+# are INFO. The table
+# is the first table of $sync_tables a line names.
 sync_format() {
-    SF_LOG=${sync_run_log:-/dev/null} awk -v run="${dl_run_id:--}" -v stage="$1" -v tables="${sync_tables:-}" \
-        -v verbose="${sync_verbose:-0}" "$sync_redact_awk"'
+    # mawk reads a pipe in blocks: lines would get the time the child ended.
+    sf_lb=
+    if awk -W version 2>/dev/null | head -n 1 | grep -q '^mawk'; then
+        sf_lb='-W interactive'
+    fi
+    # shellcheck disable=SC2086 # $sf_lb is empty or two words
+    SF_LOG=${sync_run_log:-/dev/null} awk $sf_lb -v run="${dl_run_id:--}" -v stage="$1" \
+        -v tables="${sync_tables:-}" -v verbose="${sync_verbose:-0}" "$sync_redact_awk"'
+        BEGIN {
+            progs = "(pgdump-rows|rowhash|rowdiff|idmap|pgapply|pgverify|rowcat|migrate|validate|doctor|analyze|report|rollback|sync|flock|sh|awk)"
+        }
         {
             line = redact($0)
             cmd = "date -u +%Y-%m-%dT%H:%M:%SZ"; ts = ""; cmd | getline ts; close(cmd)
-            if (line ~ /ERROR|[Ee]rror|FATAL|could not|cannot|refus|denied|dangling|failed/) level = "ERROR"
-            else if (line ~ /WARN|[Ww]arning/) level = "WARN"
-            else level = "INFO"
-            out = ts " " level " run=" run " table=" sr_table(line, tables) " stage=" stage " " line
+            table = sr_table(line, tables)
+            if (line ~ "^" progs ": (detail|hint): ") {
+                level = plevel; if (table == "-") table = ptable
+            } else if (line ~ "^" progs ": " || line ~ /^[^ :]+: [0-9]+: /) {
+                if (line ~ /: WARN: |[Ww]arning: /) level = "WARN"
+                else if (line ~ /: (INFO|OK): /) level = "INFO"
+                else level = "ERROR"
+            } else level = "INFO"
+            plevel = level; ptable = table
+            out = ts " " level " run=" run " table=" table " stage=" stage " " line
             print out >> ENVIRON["SF_LOG"]; fflush(ENVIRON["SF_LOG"])
             if (verbose == 1) print out
         }'
@@ -596,8 +622,8 @@ sync_format() {
 
 # sync_copy_log FILE POSFILE STAGE: append the lines of a run directory's log
 # that follow the line count kept in POSFILE to $sync_run_log, with the run
-# field set to $dl_run_id and the stage prefixed with STAGE/ (printed too when
-# $sync_verbose is 1); update POSFILE.
+# field set to $dl_run_id and the stage prefixed with STAGE/ (but for
+# validate's own lines; printed too when $sync_verbose is 1); update POSFILE.
 sync_copy_log() {
     [ -f "$1" ] || return 0
     SF_LOG=${sync_run_log:-/dev/null} SF_POS=$2 awk -v run="${dl_run_id:--}" -v stage="$3" \
@@ -605,7 +631,8 @@ sync_copy_log() {
         BEGIN { from = 0; if ((getline p < ENVIRON["SF_POS"]) > 0) from = p + 0; close(ENVIRON["SF_POS"]) }
         NR > from {
             line = redact($0); sub(/ run=[^ ]* /, " run=" run " ", line)
-            if (index(line, " stage=" stage " ") == 0) sub(/ stage=/, " stage=" stage "/", line)
+            if (index(line, " stage=" stage " ") == 0 && index(line, " stage=validate ") == 0)
+                sub(/ stage=/, " stage=" stage "/", line)
             print line >> ENVIRON["SF_LOG"]
             if (verbose == 1) print line
         }
