@@ -72,7 +72,8 @@ unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
 bats: $(BINS)
-	DRIFTLESS_BIN=$(CURDIR)/$(BINDIR) bats --print-output-on-failure tests/bats
+	DRIFTLESS_BIN=$(CURDIR)/$(BINDIR) BATS_TEST_TIMEOUT=$${BATS_TEST_TIMEOUT:-900} \
+	    bats --print-output-on-failure tests/bats
 
 check: all unit bats
 
