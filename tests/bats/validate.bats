@@ -38,7 +38,7 @@ assert all(r["success_rate"] == 100 or r["success_rate"] == 100.0 for r in rows)
     psql_super target -c "
         DELETE FROM order_items WHERE legacy_id = 11;                         -- missing
         INSERT INTO events (legacy_id, happened_on, kind) VALUES (987654, '2024-01-01', 'x'); -- extra
-        UPDATE customers SET name = name || ' ' WHERE legacy_id = 21;         -- trailing space
+        UPDATE customers SET name = coalesce(name, '') || ' ' WHERE legacy_id = 21; -- trailing space
         UPDATE customers SET nickname = NULL WHERE legacy_id = 23;            -- NULL vs value
         UPDATE customers SET score = 'NaN' WHERE legacy_id = 24;              -- NaN vs a number
         UPDATE orders SET placed_at = date_trunc('second', placed_at) WHERE legacy_id = 31
