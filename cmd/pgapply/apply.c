@@ -429,13 +429,27 @@ build_statements(struct ctx *c)
             buf_puts(&b, ") THEN 7");
         }
         buf_printf(&b,
-                   " END END AS code FROM %s AS b LEFT JOIN %s AS x ON x._rec = b._rec"
-                   " LEFT JOIN ",
+                   " END END AS code FROM %s AS b LEFT JOIN %s AS x ON x._rec = b._rec",
                    c->tbatch, c->tbefore);
-        crosswalk_rel(&b, c);
-        buf_puts(&b, " AS cx ON cx.legacy_key = COALESCE(x.lk, ");
-        key_text_b(&b, c, "b");
-        buf_puts(&b, ") WHERE b._rec >= $1 AND b._rec < $2) AS q WHERE q.code IS NOT NULL");
+        if (c->registered) {
+            /*
+             * One index probe per record (LATERAL): a join would let the
+             * planner hash the table's whole crosswalk for every batch.
+             */
+            buf_printf(&b,
+                       " LEFT JOIN LATERAL (SELECT cw.uuid FROM %s.crosswalk AS cw"
+                       " WHERE cw.table_name = $3 AND cw.legacy_key = COALESCE(x.lk, ",
+                       c->qs);
+            key_text_b(&b, c, "b");
+            buf_puts(&b, ") LIMIT 1) AS cx ON true"); /* LIMIT: not pulled up into a join */
+        } else {
+            buf_puts(&b, " LEFT JOIN ");
+            crosswalk_rel(&b, c);
+            buf_puts(&b, " AS cx ON cx.legacy_key = COALESCE(x.lk, ");
+            key_text_b(&b, c, "b");
+            buf_puts(&b, ")");
+        }
+        buf_puts(&b, " WHERE b._rec >= $1 AND b._rec < $2) AS q WHERE q.code IS NOT NULL");
         buf_free(&u);
     }
     buf_puts(&b, " ORDER BY 1, 2 LIMIT 20");

@@ -965,7 +965,6 @@ apply_streams(const struct options *o, const struct run_options *ro)
         size_t len = strlen(ro->stream_table[i]);
 
         os[i] = *o;
-        os[i].group = 1;
         os[i].table = ro->stream_table[i];
         os[i].input = ro->stream_file[i];
         os[i].uuid_column = NULL;

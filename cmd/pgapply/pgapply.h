@@ -28,7 +28,6 @@ struct options {
     const char *legacy_key; /* --register: the legacy key columns, "a,b" */
     const char *import_map; /* --register: a map stream to fill the crosswalk from */
     int registering;        /* --register: a crosswalk-only key may be unregistered */
-    int group;              /* a member of a cycle group (--stream) */
     int64_t group_max_rows;
     long long run_id;   /* 0: pgapply makes its own run */
     int phases;         /* enum phase_set */
