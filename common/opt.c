@@ -37,8 +37,7 @@ opt_getopt_error(int c, char **argv)
     if (c == ':')
         err_msg(EXIT_USAGE, "option '%s' requires an argument", tok);
     else if (strncmp(tok, "--", 2) == 0 && strchr(tok, '=') != NULL && optopt != 0)
-        err_msg(EXIT_USAGE, "option '%.*s' doesn't allow an argument", (int)strcspn(tok, "="),
-                tok);
+        err_msg(EXIT_USAGE, "option '%.*s' doesn't allow an argument", (int)strcspn(tok, "="), tok);
     else if (strncmp(tok, "--", 2) == 0 || optopt <= 0 || optopt > 255)
         err_msg(EXIT_USAGE, "unrecognized option '%s'", tok);
     else

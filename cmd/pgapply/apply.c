@@ -428,8 +428,7 @@ build_statements(struct ctx *c)
             key_text_b(&b, c, "b");
             buf_puts(&b, ") THEN 7");
         }
-        buf_printf(&b,
-                   " END END AS code FROM %s AS b LEFT JOIN %s AS x ON x._rec = b._rec",
+        buf_printf(&b, " END END AS code FROM %s AS b LEFT JOIN %s AS x ON x._rec = b._rec",
                    c->tbatch, c->tbefore);
         if (c->registered) {
             /*
@@ -1926,8 +1925,8 @@ import_check(struct ctx *c, const char *sql, const char *problem, long long *bad
                     where.data, key, problem);
         }
         if (i == db_ntuples(r) - 1 && atoll(db_value(r, i, 3)) > db_ntuples(r))
-            err_note("table %s: map %s: ... and %lld more with this problem", c->t->name,
-                     c->import, atoll(db_value(r, i, 3)) - db_ntuples(r));
+            err_note("table %s: map %s: ... and %lld more with this problem", c->t->name, c->import,
+                     atoll(db_value(r, i, 3)) - db_ntuples(r));
         buf_free(&where);
         free(key);
     }
@@ -2066,8 +2065,8 @@ checked:
         goto out;
     }
     if (bad > 0) {
-        rc = err_msg(EXIT_DATA, "table %s: map %s: %lld problem%s; nothing was written",
-                     c->t->name, c->import, bad, bad == 1 ? "" : "s");
+        rc = err_msg(EXIT_DATA, "table %s: map %s: %lld problem%s; nothing was written", c->t->name,
+                     c->import, bad, bad == 1 ? "" : "s");
         goto out;
     }
     buf_reset(&sql);
@@ -2582,7 +2581,8 @@ static void
 dangling_rows(struct ctx *cs, int n, const char *cons)
 {
     static const char catalog[] =
-        "SELECT pg_catalog.format('%I.%I', cn.nspname, cc.relname), cn.nspname || '.' || cc.relname,"
+        "SELECT pg_catalog.format('%I.%I', cn.nspname, cc.relname), cn.nspname || '.' || "
+        "cc.relname,"
         " pg_catalog.format('%I.%I', pn.nspname, pc.relname),"
         " (SELECT pg_catalog.string_agg(pg_catalog.format('ch.%I IS NOT NULL', a.attname), ' AND ')"
         "  FROM pg_catalog.unnest(k.conkey) AS x(n)"
@@ -2749,8 +2749,8 @@ group_phase(struct ctx *cs, const int *order, int n, enum phase ph, long long *c
         if (rc != F_RETRY)
             break;
         if (attempt == MAX_RETRIES) {
-            rc = err_msg(EXIT_DB, "group: %s phase: gave up after %d retries (%s)",
-                         phase_names[ph], MAX_RETRIES, db_last_message(d));
+            rc = err_msg(EXIT_DB, "group: %s phase: gave up after %d retries (%s)", phase_names[ph],
+                         MAX_RETRIES, db_last_message(d));
             break;
         }
         usleep((useconds_t)(100000 * (attempt + 1)));

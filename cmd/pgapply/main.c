@@ -348,8 +348,7 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
             break;
         }
         case OPT_GROUP_MAX_ROWS:
-            if (opt_parse_int64(optarg, "--group-max-rows", 1, INT64_MAX, &o->group_max_rows) !=
-                0)
+            if (opt_parse_int64(optarg, "--group-max-rows", 1, INT64_MAX, &o->group_max_rows) != 0)
                 return EXIT_USAGE;
             break;
         default:
@@ -734,8 +733,7 @@ apply(struct options *os, int n, int group)
             p[0] = lock.data;
             rc = db_query(
                 d, &r, s[i].hdr.table,
-                "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended($1, 0))", 1,
-                p);
+                "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtextextended($1, 0))", 1, p);
             buf_free(&lock);
             if (rc == 0 && (db_ntuples(r) != 1 || strcmp(db_value(r, 0, 0), "t") != 0))
                 rc = err_msg(EXIT_LOCKED, "table %s: another pgapply is applying it",
@@ -791,8 +789,7 @@ apply(struct options *os, int n, int group)
             if (i > 0)
                 buf_puts(&json, ", ");
             stats_json(&json, s[i].hdr.table, &cnt[i], now() - t0, o->dry_run);
-            buf_append(&lines, json.data + at + (i > 0 ? 2 : 0),
-                       json.len - at - (i > 0 ? 2 : 0));
+            buf_append(&lines, json.data + at + (i > 0 ? 2 : 0), json.len - at - (i > 0 ? 2 : 0));
             buf_putc(&lines, '\n');
             skipped += cnt[i].skipped_batches;
         }
@@ -941,8 +938,8 @@ run_register(struct options *o)
     if (t.registered) {
         if (!t.reg_same_keys)
             rc = err_msg(EXIT_REFUSED,
-                         "table %s: refused: it is registered with another legacy key (%s)",
-                         t.name, t.reg_keys);
+                         "table %s: refused: it is registered with another legacy key (%s)", t.name,
+                         t.reg_keys);
         goto done;
     }
     rc = apply_register(d, o, &s, &t, o->run_id);

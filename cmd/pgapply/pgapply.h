@@ -23,14 +23,14 @@ struct options {
     const char *spool_dir;
     const char *reject_file;
     const char *stats_file;
-    const char *schema; /* state schema */
-    const char *input;  /* CHANGES; NULL or "-" is stdin */
+    const char *schema;     /* state schema */
+    const char *input;      /* CHANGES; NULL or "-" is stdin */
     const char *legacy_key; /* --register: the legacy key columns, "a,b" */
     const char *import_map; /* --register: a map stream to fill the crosswalk from */
     int registering;        /* --register: a crosswalk-only key may be unregistered */
     int64_t group_max_rows;
-    long long run_id;   /* 0: pgapply makes its own run */
-    int phases;         /* enum phase_set */
+    long long run_id; /* 0: pgapply makes its own run */
+    int phases;       /* enum phase_set */
     int64_t batch_rows;
     int64_t batch_bytes;
     int64_t lock_timeout_ms;
@@ -129,7 +129,7 @@ struct target {
      * uuid column = crosswalk.uuid of the stream's key.
      */
     int crosswalk_keys;
-    int *data_tcol;   /* per stream data column: target column */
+    int *data_tcol; /* per stream data column: target column */
     int nuindex;
     struct uindex *uindex;
     int nfk;
