@@ -364,6 +364,32 @@ uuids() {
     assert_output "$sum"
 }
 
+@test "crosswalk-only key: as a child, its rows outside the crosswalk are born in the target" {
+    register_regions
+    # a region born in the target (no crosswalk entry) and a migrated one, both
+    # pointing at customer 5 through a column only the target has
+    tgt -c "ALTER TABLE public.regions ADD COLUMN sponsor uuid REFERENCES public.customers (id)" \
+        -c "INSERT INTO public.regions (id, name, sponsor) SELECT
+                '00000000-0000-0000-0000-0000000000bb', 'app region', id
+            FROM public.customers WHERE legacy_id = 5" \
+        -c "UPDATE public.regions SET sponsor = (SELECT id FROM public.customers
+            WHERE legacy_id = 5) WHERE name = 'North'"
+    src -c "DELETE FROM public.customers WHERE id = 5"
+    pgdump-rows --dsn-env SOURCE_DATABASE_URL --name public.customers --key legacy_id \
+        --query "SELECT id AS legacy_id, name FROM public.customers" | rowhash -o s.rs
+    pgdump-rows --dsn-env TARGET_DATABASE_URL --table public.customers --key legacy_id \
+        --columns name --skip-null-keys | rowhash -o t.rs
+    rowdiff -q --allow-all -o ch.rs s.rs t.rs || [[ $? == 1 ]]
+    run -0 rowcat --csv ch.rs
+    assert_output --regexp '^D,5,'
+    run -6 --separate-stderr apply --uuid-column id ch.rs
+    [[ $stderr == *"key (legacy_id)=(5): refused: the delete would cascade into, or be blocked by, row (id)=(00000000-0000-0000-0000-0000000000bb) of public.regions, born in the target (constraint \"regions_sponsor_fkey\")"* ]]
+    # the migrated region (in the crosswalk) is the sync's own: not named
+    [[ $(grep -c 'born in the target' <<<"$stderr") == 1 ]]
+    run -0 tgt -c "SELECT count(*) FROM public.customers WHERE legacy_id = 5"
+    assert_output 1
+}
+
 # ---- cycle groups ----
 
 @test "group: a new store whose manager is a new employee working there converges in one transaction" {
