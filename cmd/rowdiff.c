@@ -21,8 +21,6 @@
 #include "opt.h"
 #include "rs.h"
 
-#define LEVEL_MIN (-131072)
-#define LEVEL_MAX 22
 #define PCT_MAX   1000000.0
 #define OP_COLUMN "_op"
 
@@ -146,7 +144,6 @@ parse_options(int argc, char **argv)
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    int64_t n;
     int c, rc = 0;
 
     opterr = 0;
@@ -167,12 +164,10 @@ parse_options(int argc, char **argv)
             opt.quiet = 1;
             break;
         case O_LEVEL:
-            rc = opt_parse_int64(optarg, "--level", LEVEL_MIN, LEVEL_MAX, &n);
-            opt.level = (int)n;
+            rc = opt_parse_level(optarg, &opt.level);
             break;
         case O_MAX_ROW:
-            rc = opt_parse_size(optarg, "--max-row-bytes", 1, INT64_MAX, &n);
-            opt.max_row = (size_t)n;
+            rc = opt_parse_max_row(optarg, &opt.max_row);
             break;
         case O_GUARD_PCT:
             rc = parse_pct(optarg, "--guard-pct", &opt.guard_pct);
@@ -357,21 +352,6 @@ check_guards(const char *table, const uint64_t *count, uint64_t base)
     return rc;
 }
 
-static void
-json_string(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            buf_printf(b, "\\%c", *p);
-        else if (*p < 0x20)
-            buf_printf(b, "\\u%04x", *p);
-        else
-            buf_putc(b, (char)*p);
-    }
-    buf_putc(b, '"');
-}
-
 static int
 write_stats(const char *table, uint64_t nsrc, uint64_t ntgt, const uint64_t *count, uint64_t same)
 {
@@ -381,7 +361,7 @@ write_stats(const char *table, uint64_t nsrc, uint64_t ntgt, const uint64_t *cou
 
     buf_init(&b);
     buf_puts(&b, "{\"table\":");
-    json_string(&b, table);
+    buf_json_string(&b, table, strlen(table));
     buf_printf(&b,
                ",\"source_rows\":%llu,\"target_rows\":%llu,\"insert\":%llu,"
                "\"update\":%llu,\"delete\":%llu,\"unchanged\":%llu}\n",

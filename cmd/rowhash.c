@@ -19,8 +19,6 @@
 #include "rs.h"
 
 /* zstd's level range (ZSTD_minCLevel() .. ZSTD_maxCLevel()). */
-#define LEVEL_MIN (-131072)
-#define LEVEL_MAX 22
 
 static struct {
     const char *input;
@@ -64,7 +62,6 @@ parse_options(int argc, char **argv)
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    int64_t n;
     int c, rc;
 
     opterr = 0;
@@ -82,14 +79,12 @@ parse_options(int argc, char **argv)
             opt.output = optarg;
             break;
         case 'L':
-            if ((rc = opt_parse_int64(optarg, "--level", LEVEL_MIN, LEVEL_MAX, &n)) != 0)
+            if ((rc = opt_parse_level(optarg, &opt.level)) != 0)
                 return rc;
-            opt.level = (int)n;
             break;
         case 'M':
-            if ((rc = opt_parse_size(optarg, "--max-row-bytes", 1, INT64_MAX, &n)) != 0)
+            if ((rc = opt_parse_max_row(optarg, &opt.max_row)) != 0)
                 return rc;
-            opt.max_row = (size_t)n;
             break;
         case 'h':
             usage();

@@ -140,3 +140,76 @@ buf_printf(struct buf *b, const char *fmt, ...)
     va_end(ap);
     b->len += (size_t)n;
 }
+
+/* The length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t
+utf8_len(const unsigned char *p, size_t n)
+{
+    size_t len;
+    unsigned cp;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        len = 2;
+        cp = p[0] & 0x1fu;
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        len = 3;
+        cp = p[0] & 0x0fu;
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        len = 4;
+        cp = p[0] & 0x07u;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3fu);
+    }
+    /* Overlong forms, surrogates and code points past U+10FFFF are not UTF-8. */
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+void
+buf_json_string(struct buf *b, const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+
+    if (s == NULL) {
+        buf_puts(b, "null");
+        return;
+    }
+    buf_putc(b, '"');
+    while (i < len) {
+        size_t n;
+
+        if (p[i] == '"' || p[i] == '\\') {
+            buf_printf(b, "\\%c", p[i]);
+            i++;
+        } else if (p[i] == '\n') {
+            buf_puts(b, "\\n");
+            i++;
+        } else if (p[i] == '\t') {
+            buf_puts(b, "\\t");
+            i++;
+        } else if (p[i] < 0x20 || p[i] == 0x7f) {
+            buf_printf(b, "\\u%04x", p[i]);
+            i++;
+        } else if ((n = utf8_len(p + i, len - i)) > 0) {
+            buf_append(b, p + i, n);
+            i += n;
+        } else {
+            /* JSON is UTF-8: a byte that is not stands as U+FFFD. */
+            buf_puts(b, "\\ufffd");
+            i++;
+        }
+    }
+    buf_putc(b, '"');
+}

@@ -29,5 +29,7 @@ void buf_append(struct buf *b, const void *p, size_t n);
 void buf_putc(struct buf *b, char c);
 void buf_puts(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append s as a JSON string (invalid UTF-8 becomes U+FFFD); NULL is null. */
+void buf_json_string(struct buf *b, const char *s, size_t len);
 
 #endif

@@ -169,3 +169,25 @@ opt_free_list(char **list)
         free(*p);
     free(list);
 }
+
+int
+opt_parse_level(const char *arg, int *out)
+{
+    int64_t n;
+    int rc = opt_parse_int64(arg, "--level", -131072, 22, &n);
+
+    if (rc == 0)
+        *out = (int)n;
+    return rc;
+}
+
+int
+opt_parse_max_row(const char *arg, size_t *out)
+{
+    int64_t n;
+    int rc = opt_parse_size(arg, "--max-row-bytes", 1, INT64_MAX, &n);
+
+    if (rc == 0)
+        *out = (size_t)n;
+    return rc;
+}

@@ -5,6 +5,7 @@
 #ifndef DRIFTLESS_OPT_H
 #define DRIFTLESS_OPT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* The exit-status section every --help ends with. */
@@ -28,6 +29,10 @@ int opt_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int opt_parse_int64(const char *arg, const char *name, int64_t min, int64_t max, int64_t *out);
 /* A byte count with an optional K, M or G suffix (powers of 1024), e.g. "64M". */
 int opt_parse_size(const char *arg, const char *name, int64_t min, int64_t max, int64_t *out);
+/* --level: a zstd level; negative ones are the fast levels. */
+int opt_parse_level(const char *arg, int *out);
+/* --max-row-bytes: the largest record a stream may hold. */
+int opt_parse_max_row(const char *arg, size_t *out);
 
 /*
  * Refuse an argument that carries a password (password=, a URI with user:pass@):

@@ -22,8 +22,6 @@
 #include "opt.h"
 #include "rs.h"
 
-#define LEVEL_MIN       (-131072)
-#define LEVEL_MAX       22
 #define UUID_TYPE       "uuid"
 #define UUID_LEN        36
 #define MAP_UUID_COLUMN "uuid"
@@ -271,7 +269,6 @@ parse_options(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     const char *stdin_user = NULL;
-    int64_t n;
     int c, rc;
 
     opterr = 0;
@@ -311,14 +308,12 @@ parse_options(int argc, char **argv)
             opt.quiet = 1;
             break;
         case O_LEVEL:
-            if ((rc = opt_parse_int64(optarg, "--level", LEVEL_MIN, LEVEL_MAX, &n)) != 0)
+            if ((rc = opt_parse_level(optarg, &opt.level)) != 0)
                 return rc;
-            opt.level = (int)n;
             break;
         case O_MAX_ROW:
-            if ((rc = opt_parse_size(optarg, "--max-row-bytes", 1, INT64_MAX, &n)) != 0)
+            if ((rc = opt_parse_max_row(optarg, &opt.max_row)) != 0)
                 return rc;
-            opt.max_row = (size_t)n;
             break;
         case 'h':
             usage();
@@ -1102,21 +1097,6 @@ done:
 /* ---- stats ---- */
 
 static void
-json_string(struct buf *b, const char *s)
-{
-    buf_putc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            buf_printf(b, "\\%c", *p);
-        else if (*p < 0x20)
-            buf_printf(b, "\\u%04x", *p);
-        else
-            buf_putc(b, (char)*p);
-    }
-    buf_putc(b, '"');
-}
-
-static void
 map_totals(const struct run *run, uint64_t *entries, uint64_t *bytes)
 {
     *entries = 0;
@@ -1142,7 +1122,7 @@ write_stats(const struct run *run)
     map_totals(run, &entries, &bytes);
     buf_init(&b);
     buf_puts(&b, "{\"table\":");
-    json_string(&b, run->table);
+    buf_json_string(&b, run->table, strlen(run->table));
     buf_printf(&b,
                ",\"rows\":%llu,\"written\":%llu,\"mapped\":%llu,\"new\":%llu,"
                "\"dangling_error\":%llu,\"dangling_null\":%llu,\"dangling_skip\":%llu,"

@@ -21,8 +21,6 @@
 #include "opt.h"
 
 /* zstd's level range (ZSTD_minCLevel() .. ZSTD_maxCLevel()). */
-#define LEVEL_MIN (-131072)
-#define LEVEL_MAX 22
 
 enum {
     OPT_DSN_ENV = 256,
@@ -181,7 +179,6 @@ parse_options(int argc, char **argv)
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    int64_t n;
     int c, rc;
 
     opterr = 0;
@@ -241,14 +238,12 @@ parse_options(int argc, char **argv)
             opt.output = optarg;
             break;
         case OPT_LEVEL:
-            if ((rc = opt_parse_int64(optarg, "--level", LEVEL_MIN, LEVEL_MAX, &n)) != 0)
+            if ((rc = opt_parse_level(optarg, &opt.d.level)) != 0)
                 return rc;
-            opt.d.level = (int)n;
             break;
         case OPT_MAX_ROW:
-            if ((rc = opt_parse_size(optarg, "--max-row-bytes", 1, INT64_MAX, &n)) != 0)
+            if ((rc = opt_parse_max_row(optarg, &opt.d.max_row)) != 0)
                 return rc;
-            opt.d.max_row = (size_t)n;
             break;
         case OPT_PROGRESS:
             opt.d.progress = 1;

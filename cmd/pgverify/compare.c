@@ -297,9 +297,9 @@ key_json(struct buf *b, const struct rs_header *h, const struct rs_value *v)
         if (!first)
             buf_putc(b, ',');
         first = 0;
-        pv_json_string(b, h->cols[i].name, strlen(h->cols[i].name));
+        buf_json_string(b, h->cols[i].name, strlen(h->cols[i].name));
         buf_putc(b, ':');
-        pv_json_string(b, v[i].data, v[i].len);
+        buf_json_string(b, v[i].data, v[i].len);
     }
     buf_putc(b, '}');
 }
@@ -366,13 +366,13 @@ list_different(struct pv_result *res, const struct pv_layout *l, const struct rs
             if (opt.values)
                 buf_putc(&vals, ',');
         }
-        pv_json_string(&json, l->cmp_names[i], strlen(l->cmp_names[i]));
+        buf_json_string(&json, l->cmp_names[i], strlen(l->cmp_names[i]));
         if (opt.values) {
-            pv_json_string(&vals, l->cmp_names[i], strlen(l->cmp_names[i]));
+            buf_json_string(&vals, l->cmp_names[i], strlen(l->cmp_names[i]));
             buf_puts(&vals, ":{\"source\":");
-            pv_json_string(&vals, a->data, a->len);
+            buf_json_string(&vals, a->data, a->len);
             buf_puts(&vals, ",\"target\":");
-            pv_json_string(&vals, b->data, b->len);
+            buf_json_string(&vals, b->data, b->len);
             buf_putc(&vals, '}');
         }
         ndiff++;
@@ -444,17 +444,17 @@ list_uuid(struct pv_result *res, const struct rs_header *ht, const struct rs_val
     buf_puts(&json, "{\"key\":");
     key_json(&json, ht, t);
     buf_puts(&json, ",\"reason\":");
-    pv_json_string(&json, reason, strlen(reason));
+    buf_json_string(&json, reason, strlen(reason));
     if (opt.values) {
         buf_puts(&text, ": target ");
         pv_text_value(&text, tu->data, tu->len, SHOW_VALUE_MAX);
         buf_puts(&json, ",\"target_uuid\":");
-        pv_json_string(&json, tu->data, tu->len);
+        buf_json_string(&json, tu->data, tu->len);
         if (xu != NULL) {
             buf_puts(&text, ", crosswalk ");
             pv_text_value(&text, xu->data, xu->len, SHOW_VALUE_MAX);
             buf_puts(&json, ",\"crosswalk_uuid\":");
-            pv_json_string(&json, xu->data, xu->len);
+            buf_json_string(&json, xu->data, xu->len);
         }
     }
     buf_putc(&json, '}');

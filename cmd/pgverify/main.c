@@ -287,7 +287,6 @@ parse_options(int argc, char **argv)
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    int64_t n;
     int c, rc = 0;
 
     opterr = 0;
@@ -359,8 +358,7 @@ parse_options(int argc, char **argv)
             opt.quiet = 1;
             break;
         case O_MAX_ROW:
-            rc = opt_parse_size(optarg, "--max-row-bytes", 1, INT64_MAX, &n);
-            opt.max_row = (size_t)n;
+            rc = opt_parse_max_row(optarg, &opt.max_row);
             break;
         case 'h':
             usage();

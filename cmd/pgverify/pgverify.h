@@ -112,8 +112,6 @@ int pv_result_differs(const struct pv_result *res);
 /* The human report on stdout (unless opt.quiet) and the JSON line (opt.json). */
 int pv_report(const struct pv_result *res);
 
-/* Append s as a JSON string (invalid UTF-8 becomes U+FFFD); NULL is null. */
-void pv_json_string(struct buf *b, const char *s, size_t len);
 /* Append a value for people: "quoted", control bytes escaped, cut at max bytes. */
 void pv_text_value(struct buf *b, const char *s, size_t len, size_t max);
 /* Add text to what goes to the JSON file opt.json. */

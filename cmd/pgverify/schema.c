@@ -210,11 +210,11 @@ problem(struct problems *p, const char *kind, const char *column, const char *fm
     if (p->n > 0)
         buf_putc(&p->json, ',');
     buf_puts(&p->json, "{\"kind\":");
-    pv_json_string(&p->json, kind, strlen(kind));
+    buf_json_string(&p->json, kind, strlen(kind));
     buf_puts(&p->json, ",\"name\":");
-    pv_json_string(&p->json, column, strlen(column));
+    buf_json_string(&p->json, column, strlen(column));
     buf_puts(&p->json, ",\"message\":");
-    pv_json_string(&p->json, msg, strlen(msg));
+    buf_json_string(&p->json, msg, strlen(msg));
     buf_putc(&p->json, '}');
     if (!name_listed(&p->names, column)) {
         if (p->names.len > 0)
@@ -459,9 +459,9 @@ check_pair(struct db *sdb, struct db *tdb, const struct mapping *m)
         goto done;
     buf_printf(&title, "schema %s (source %s)", tgt.name, src.name);
     buf_puts(&head, "\"table\":");
-    pv_json_string(&head, tgt.name, strlen(tgt.name));
+    buf_json_string(&head, tgt.name, strlen(tgt.name));
     buf_puts(&head, ",\"source_table\":");
-    pv_json_string(&head, src.name, strlen(src.name));
+    buf_json_string(&head, src.name, strlen(src.name));
     rc = report(title.data, head.data, &p);
     if (rc == EXIT_REFUSED && p.n == 1)
         err_msg(EXIT_REFUSED, "table %s: schema drift: %s", tgt.name, p.first);
@@ -546,7 +546,7 @@ check_unmapped(struct db *sdb)
     for (int i = 0; i < n; i++) {
         if (i)
             buf_putc(&head, ',');
-        pv_json_string(&head, list[i], strlen(list[i]));
+        buf_json_string(&head, list[i], strlen(list[i]));
     }
     buf_putc(&head, ']');
     rc = report(title.data, head.data, &p);

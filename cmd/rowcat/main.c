@@ -22,8 +22,6 @@
 #include "table.h"
 
 /* zstd's level range (ZSTD_minCLevel() .. ZSTD_maxCLevel()). */
-#define LEVEL_MIN     (-131072)
-#define LEVEL_MAX     22
 #define DEFAULT_WIDTH 40
 
 enum mode { MODE_CSV, MODE_TSV, MODE_TABLE, MODE_HEADER, MODE_COUNT, MODE_FROM_CSV };
@@ -202,8 +200,7 @@ parse_options(int argc, char **argv)
             rc = 0;
             break;
         case OPT_LEVEL:
-            rc = opt_parse_int64(optarg, "--level", LEVEL_MIN, LEVEL_MAX, &n);
-            opt.level = (int)n;
+            rc = opt_parse_level(optarg, &opt.level);
             opt.level_set = 1;
             break;
         case 'o':
@@ -211,8 +208,7 @@ parse_options(int argc, char **argv)
             rc = 0;
             break;
         case OPT_MAX_ROW:
-            rc = opt_parse_size(optarg, "--max-row-bytes", 1, INT64_MAX, &n);
-            opt.max_row = (size_t)n;
+            rc = opt_parse_max_row(optarg, &opt.max_row);
             break;
         case 'h':
             usage();
