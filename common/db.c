@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -930,6 +931,50 @@ db_cancel(struct db *d)
     /* PQcancel is designed to be called from a signal handler. */
     if (d != NULL && d->cancel != NULL)
         (void)PQcancel(d->cancel, errbuf, (int)sizeof(errbuf));
+}
+
+static struct db *volatile cancel_dbs[4];
+
+static void
+on_cancel_signal(int sig)
+{
+    int saved = errno;
+
+    io_interrupted = sig;
+    for (size_t i = 0; i < sizeof(cancel_dbs) / sizeof(cancel_dbs[0]); i++)
+        db_cancel(cancel_dbs[i]);
+    errno = saved;
+}
+
+void
+db_cancel_on_signal(struct db *d)
+{
+    static int installed;
+
+    if (!installed) {
+        struct sigaction sa;
+
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_cancel_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        installed = 1;
+    }
+    for (size_t i = 0; i < sizeof(cancel_dbs) / sizeof(cancel_dbs[0]); i++) {
+        if (cancel_dbs[i] == NULL) {
+            cancel_dbs[i] = d;
+            return;
+        }
+    }
+}
+
+void
+db_cancel_forget(struct db *d)
+{
+    for (size_t i = 0; i < sizeof(cancel_dbs) / sizeof(cancel_dbs[0]); i++)
+        if (cancel_dbs[i] == d)
+            cancel_dbs[i] = NULL;
 }
 
 /* ---- holding a transaction open ---- */

@@ -83,6 +83,13 @@ int db_copy_in_end(struct db *d, const char *errmsg);
 
 /* Ask the server to cancel the running statement (safe from a signal handler). */
 void db_cancel(struct db *d);
+/*
+ * Cancel d's running statement on SIGINT or SIGTERM (besides setting
+ * io_interrupted), so a long COPY ends at once in an error; up to four at a time.
+ * db_cancel_forget takes d off that list before it is closed.
+ */
+void db_cancel_on_signal(struct db *d);
+void db_cancel_forget(struct db *d);
 
 /* ---- additions (pgdump-rows) ---- */
 

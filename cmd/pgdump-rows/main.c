@@ -4,7 +4,6 @@
  * of every compare pipeline; --export-snapshot holds the snapshot that all
  * dumps of one side share.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdint.h>
@@ -40,9 +39,6 @@ static struct {
     const char *output;
     int export_snapshot;
 } opt;
-
-/* The connection a SIGINT/SIGTERM handler cancels. */
-static struct db *volatile cancel_db = NULL;
 
 static void
 usage(void)
@@ -265,32 +261,6 @@ parse_options(int argc, char **argv)
     return check_options();
 }
 
-static void
-on_signal(int sig)
-{
-    int saved = errno;
-    struct db *db = cancel_db;
-
-    io_interrupted = sig;
-    /* PQcancel is signal-safe: the server stops the COPY, the loop takes the error path. */
-    if (db != NULL)
-        db_cancel(db);
-    errno = saved;
-}
-
-static void
-signals_init(void)
-{
-    struct sigaction sa;
-
-    io_signals_init();
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 /* Export a snapshot, print its ID, and hold it until stdin ends or a signal. */
 static int
 export_snapshot(struct db *db)
@@ -336,9 +306,9 @@ dump(struct db *db)
             goto done;
         fd = out.fd;
     }
-    cancel_db = db;
+    db_cancel_on_signal(db);
     rc = dump_copy_rows(db, &opt.d, &plan, fd, fd == STDOUT_FILENO ? "stdout" : opt.output);
-    cancel_db = NULL;
+    db_cancel_forget(db);
     if (rc != 0)
         goto done;
     if ((rc = db_exec(db, "COMMIT")) != 0)
@@ -358,7 +328,7 @@ main(int argc, char **argv)
     int rc;
 
     err_init("pgdump-rows");
-    signals_init();
+    io_signals_init();
     atexit(io_close_stdout);
     opt.d.level = RS_LEVEL_AUTO;
     opt.d.max_row = RS_DEFAULT_MAX_ROW_BYTES;

@@ -21,8 +21,6 @@
 #include "io.h"
 #include "pgverify.h"
 
-struct db *volatile pv_cancel_db[2];
-
 struct dumper {
     const char *what; /* "source", "target" */
     const char *env;
@@ -73,7 +71,7 @@ open_side(struct dumper *d, int i, const char *table, int skip_null_keys)
     d->o.max_row = opt.max_row;
     if ((rc = db_connect(&d->db, d->env, d->what, DB_SESSION_READ, 0)) != 0)
         return rc;
-    pv_cancel_db[i] = d->db;
+    db_cancel_on_signal(d->db);
     if ((rc = dump_begin(d->db, &d->o)) != 0 || (rc = dump_plan_build(d->db, &d->o, &d->plan)) != 0)
         return dump_refused_by_policy(d->db, rc);
     rs_header_set_meta(&d->plan.h, "source", db_describe(d->db));
@@ -212,7 +210,7 @@ done:
     for (int i = 0; i < 2; i++) {
         if (in[i].r != NULL)
             rs_reader_free(in[i].r);
-        pv_cancel_db[i] = NULL;
+        db_cancel_forget(side[i].db);
         if (side[i].fds[1] >= 0)
             close(side[i].fds[1]);
         dump_plan_free(&side[i].plan);

@@ -4,7 +4,6 @@
  * or dumps a table both databases share, or compares two catalogs (--schema)
  * before any data moves. Reports per table; exit 1 on any discrepancy.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -378,32 +377,6 @@ parse_options(int argc, char **argv)
     return check_modes(argc - optind, argv + optind);
 }
 
-static void
-on_signal(int sig)
-{
-    int saved = errno;
-
-    io_interrupted = sig;
-    /* PQcancel is signal-safe: the servers stop their COPY, the dumps take the error path. */
-    for (int i = 0; i < 2; i++)
-        if (pv_cancel_db[i] != NULL)
-            db_cancel(pv_cancel_db[i]);
-    errno = saved;
-}
-
-static void
-signals_init(void)
-{
-    struct sigaction sa;
-
-    io_signals_init();
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 static int
 open_input(struct pv_input *in, const char *what, const char *path)
 {
@@ -463,7 +436,7 @@ main(int argc, char **argv)
     int rc;
 
     err_init("pgverify");
-    signals_init();
+    io_signals_init();
     atexit(io_close_stdout);
     opt.show = 10;
     opt.max_row = RS_DEFAULT_MAX_ROW_BYTES;

@@ -123,8 +123,6 @@ int pv_json_write(const char *text, size_t len);
 int pv_json_flush(int write);
 
 struct db;
-/* The connections a SIGINT/SIGTERM handler cancels, set while database mode runs. */
-extern struct db *volatile pv_cancel_db[2];
 
 /* Database mode: dump both sides and compare them. Returns the exit code. */
 int pv_database(void);
