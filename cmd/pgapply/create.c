@@ -317,7 +317,8 @@ parse(const char *file, const char *text, size_t len, struct ddl *f)
 {
     struct tok *t = NULL;
     int n = 0, depth = 0, line = 1, start_line = 0, rc = 0;
-    size_t cap = 64, start = 0, i = 0;
+    size_t cap = 64, start = 0, i = 0, tok_end = 0;
+    int counted = 0;
 
     memset(f, 0, sizeof(*f));
     if (memchr(text, '\0', len) != NULL)
@@ -327,6 +328,10 @@ parse(const char *file, const char *text, size_t len, struct ddl *f)
         unsigned char c = i < len ? (unsigned char)text[i] : ';';
         size_t from = i;
 
+        /* a statement's text ends with its last token, not a comment after it */
+        if (n > counted)
+            tok_end = i;
+        counted = n;
         if (i < len && (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f')) {
             line += c == '\n';
             i++;
@@ -349,7 +354,7 @@ parse(const char *file, const char *text, size_t len, struct ddl *f)
                 f->st = xrealloc(f->st, ((size_t)f->n + 1) * sizeof(*f->st));
                 s = &f->st[f->n++];
                 memset(s, 0, sizeof(*s));
-                s->text = xstrndup(text + start, (i < len ? i : len) - start);
+                s->text = xstrndup(text + start, tok_end - start);
                 s->line = start_line;
                 why = depth != 0 ? "unbalanced parentheses" : classify(t, n, s);
                 if (why != NULL) {
