@@ -25,6 +25,9 @@ dl_init() {
     snap_source=
     snap_target=
     registered=
+    # Tables a run created whose first fill has not completed (migrate sets
+    # it, blank-separated): table_load lifts their insert guard.
+    first_fill=
     bg_pids=
     # What table_load sets (declared for readers of this file).
     t_error='' t_source='' t_query='' t_lk='' t_sk='' t_uuid='' t_cols='' t_mapping=''
@@ -201,7 +204,8 @@ pipe_status() {
 
 # table_load MAP TABLE: one awk pass over the map sets every t_* variable the
 # pipelines need (SQL text included), so a table costs one process, not dozens.
-#   t_source t_query t_lk t_sk t_uuid t_cols t_mapping t_ktype t_guard t_nkeys
+#   t_source t_query t_lk t_sk t_uuid t_cols t_mapping t_ktype t_nkeys
+#   t_guard      rowdiff's guard options (--allow-inserts for a first_fill table)
 #   t_keysel     "k1", "k2"                t_keynotnull  "k1" IS NOT NULL AND ...
 #   t_xwkeys     the crosswalk's legacy_key (alias c) as typed key columns
 #   t_tcols      uuid and data columns, comma list (target dump)
@@ -296,6 +300,7 @@ table_load() {
         }' "$1") || dl_die 4 "table map $1: could not be read"
     eval "$tl_out"
     [ -z "$t_error" ] || dl_die 4 "table map: table $2: $t_error"
+    case " ${first_fill:-} " in *" $2 "*) t_guard="$t_guard --allow-inserts" ;; esac
     tl_loaded="$1|$2"
 }
 

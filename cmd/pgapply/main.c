@@ -27,7 +27,15 @@
 /* The connection a signal cancels (db_cancel is safe in a handler). */
 static struct db *volatile cancel_db;
 
-enum mode { MODE_APPLY, MODE_INSTALL, MODE_PRINT_SQL, MODE_BEGIN_RUN, MODE_END_RUN, MODE_REGISTER };
+enum mode {
+    MODE_APPLY,
+    MODE_INSTALL,
+    MODE_PRINT_SQL,
+    MODE_BEGIN_RUN,
+    MODE_END_RUN,
+    MODE_REGISTER,
+    MODE_CREATE,
+};
 
 enum {
     OPT_DSN_ENV = 256,
@@ -60,6 +68,7 @@ enum {
     OPT_IMPORT_MAP,
     OPT_STREAM,
     OPT_GROUP_MAX_ROWS,
+    OPT_CREATE_TABLES,
 };
 
 static const struct option long_options[] = {
@@ -93,6 +102,7 @@ static const struct option long_options[] = {
     { "import-map", required_argument, NULL, OPT_IMPORT_MAP },
     { "stream", required_argument, NULL, OPT_STREAM },
     { "group-max-rows", required_argument, NULL, OPT_GROUP_MAX_ROWS },
+    { "create-tables", required_argument, NULL, OPT_CREATE_TABLES },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },
@@ -109,6 +119,7 @@ struct run_options {
     int64_t exit_code;
     int have_exit_code;
     const char *counts_json;
+    const char *ddl_file; /* --create-tables */
     /* a cycle group: --stream TABLE=FILE, --uuid-column [TABLE=]COL, both repeatable */
     int nstreams;
     char **stream_table, **stream_file;
@@ -174,6 +185,13 @@ usage(void)
            "                           --resumed, --source-dsn-env NAME\n"
            "      --end-run ID         close run ID; with --status S (ok, rejects, failed,\n"
            "                           interrupted), --exit-code N, --counts-json FILE\n"
+           "\n"
+           "Creating tables (migrate --create-missing):\n"
+           "      --create-tables FILE apply FILE, the reviewed DDL of analyze --ddl, in\n"
+           "                           one transaction with --run-id ID: its shape is\n"
+           "                           checked first (exit 4), what exists is skipped,\n"
+           "                           created tables are recorded; with --dry-run,\n"
+           "                           print what would run\n"
            "\n" OPT_EXIT_HELP);
 }
 
@@ -328,6 +346,11 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
             ro->mode = MODE_REGISTER;
             modes++;
             break;
+        case OPT_CREATE_TABLES:
+            ro->mode = MODE_CREATE;
+            ro->ddl_file = optarg;
+            modes++;
+            break;
         case OPT_LEGACY_KEY:
             o->legacy_key = optarg;
             break;
@@ -356,19 +379,24 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
         }
     }
     if (modes > 1)
-        return opt_usage_error("--install-state, --print-state-sql, --begin-run, --end-run and "
-                               "--register exclude each other");
+        return opt_usage_error("--install-state, --print-state-sql, --begin-run, --end-run, "
+                               "--register and --create-tables exclude each other");
     if ((o->legacy_key || o->import_map) && ro->mode != MODE_REGISTER)
         return opt_usage_error("--legacy-key and --import-map go with --register");
     if (ro->nstreams > 0 && ro->mode != MODE_APPLY)
         return opt_usage_error("--stream goes with applying, not with another mode");
-    if ((ro->mode == MODE_APPLY || ro->mode == MODE_REGISTER) &&
+    if ((ro->mode == MODE_APPLY || ro->mode == MODE_REGISTER || ro->mode == MODE_CREATE) &&
         (ro->tables || ro->resumed || ro->source_dsn_env || ro->status || ro->have_exit_code ||
          ro->counts_json))
         return opt_usage_error("--tables, --resumed, --source-dsn-env, --status, "
                                "--exit-code and --counts-json go with --begin-run or "
                                "--end-run");
-    if (ro->mode == MODE_REGISTER) {
+    if (ro->mode == MODE_CREATE) {
+        if (optind < argc)
+            return opt_usage_error("unexpected argument '%s'", argv[optind]);
+        if (o->run_id <= 0 && !o->dry_run)
+            return opt_usage_error("--create-tables needs --run-id or --dry-run");
+    } else if (ro->mode == MODE_REGISTER) {
         if (optind < argc)
             return opt_usage_error("unexpected argument '%s'", argv[optind]);
         if (o->table == NULL)
@@ -1001,6 +1029,10 @@ main(int argc, char **argv)
         goto done;
     if (ro.mode == MODE_REGISTER) {
         rc = run_register(&o);
+        goto done;
+    }
+    if (ro.mode == MODE_CREATE) {
+        rc = create_tables(&o, ro.ddl_file);
         goto done;
     }
     if (ro.mode != MODE_APPLY) {

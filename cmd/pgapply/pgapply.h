@@ -184,4 +184,12 @@ int apply_group(struct db *d, const struct options *o, struct spool *s, struct t
 int apply_register(struct db *d, const struct options *o, struct spool *s, struct target *t,
                    long long run_id);
 
+/*
+ * --create-tables FILE (create.c): check the DDL's shape (EXIT_DATA), then in
+ * one transaction run what the target lacks, record the created tables under
+ * o->run_id and check their conventions (EXIT_REFUSED); with o->dry_run only
+ * print. Prints the script of what ran on stdout. Returns 0 or an exit code.
+ */
+int create_tables(const struct options *o, const char *file);
+
 #endif
