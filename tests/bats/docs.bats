@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# The manual (issue 9): a section 1 page for every program in cmd/ (NAME.1)
+# The manual and the README (issue 9): a section 1 page for every program in cmd/ (NAME.1)
 # and every script in scripts/ (driftless-NAME.1, the name make install gives
 # it), each rendering without a warning and naming every option its --help
 # lists; make install installs a page for everything it puts in bin/.
@@ -123,4 +123,18 @@ setup() {
     [[ $status -eq 0 ]] || fail "make uninstall: $output"
     run find "$dest" -type f
     [[ -z $output ]] || fail "make uninstall left: $output"
+}
+
+@test "docs: the README names every program and script, and its first commands exist" {
+    local p missing=()
+    for p in $(programs) $(scripts); do
+        grep -qF -- "| \`$p\` |" "$REPO/README.md" || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) || fail "not in the README's tables: ${missing[*]}"
+    # The two commands at the top: the demo and the tests.
+    run awk '/^```sh$/ { n++; next } n == 1 && /^```$/ { exit } n == 1 { print $1 }' "$REPO/README.md"
+    assert_output $'scripts/demo\n./.ci/run'
+    [[ -x $REPO/scripts/demo && -x $REPO/.ci/run ]] || fail "a first command is not executable"
+    run "$REPO/.ci/run" --help
+    assert_output --partial "--install-only"
 }
