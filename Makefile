@@ -74,7 +74,7 @@ unit: $(UNIT_BINS)
 # Under the sanitizers the suites that only drive shell scripts are left out:
 # the programs they run are exercised by migrate.bats and the program suites,
 # and CI has 90 minutes for both builds.
-BATS_SCRIPT_ONLY := sync schedule analyze doctor report audit fixture scratch
+BATS_SCRIPT_ONLY := sync schedule analyze doctor report audit fixture scratch demo docs
 ifeq ($(SAN),1)
 BATS_FILES := $(filter-out $(BATS_SCRIPT_ONLY:%=tests/bats/%.bats),$(wildcard tests/bats/*.bats))
 else
@@ -92,14 +92,17 @@ install: all
 	    $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
 	$(foreach s,$(SCRIPTS),install -m 755 $(s) $(DESTDIR)$(PREFIX)/bin/driftless-$(notdir $(s));)
-	cp -R share/sql share/examples share/report share/systemd share/logrotate $(DESTDIR)$(PREFIX)/share/driftless/
+	cp -R $(wildcard share/sql share/examples share/report share/systemd share/logrotate) \
+	    $(DESTDIR)$(PREFIX)/share/driftless/
 	install -m 644 scripts/lib.sh $(DESTDIR)$(PREFIX)/share/driftless/lib.sh
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/)
 	$(if $(MAN5),install -m 644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/)
 
 uninstall:
 	rm -f $(PROGRAMS:%=$(DESTDIR)$(PREFIX)/bin/%) \
-	    $(SCRIPTS:scripts/%=$(DESTDIR)$(PREFIX)/bin/driftless-%)
+	    $(SCRIPTS:scripts/%=$(DESTDIR)$(PREFIX)/bin/driftless-%) \
+	    $(MAN1:share/man/%=$(DESTDIR)$(PREFIX)/share/man/man1/%) \
+	    $(MAN5:share/man/%=$(DESTDIR)$(PREFIX)/share/man/man5/%)
 	rm -rf $(DESTDIR)$(PREFIX)/share/driftless
 
 format:
