@@ -92,7 +92,7 @@ install: all
 	    $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
 	$(foreach s,$(SCRIPTS),install -m 755 $(s) $(DESTDIR)$(PREFIX)/bin/driftless-$(notdir $(s));)
-	cp -R share/sql share/examples share/report share/systemd share/logrotate $(DESTDIR)$(PREFIX)/share/driftless/
+	cp -R $(wildcard share/sql share/examples share/report share/systemd share/logrotate) $(DESTDIR)$(PREFIX)/share/driftless/
 	install -m 644 scripts/lib.sh $(DESTDIR)$(PREFIX)/share/driftless/lib.sh
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/)
 	$(if $(MAN5),install -m 644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/)
