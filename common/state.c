@@ -121,6 +121,15 @@ static const struct migration migrations[] = {
       "    run_id bigint CONSTRAINT driftless_created_tables_run REFERENCES @S@.runs (id),\n"
       "    created_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()\n"
       ");\n" },
+    /*
+     * scripts/rollback: a rollback run names the run it undid, and that run
+     * the rollback (set in the rollback's transaction), so it is undone once.
+     * No foreign keys: retention prunes runs one by one.
+     */
+    { 2, "rollback",
+      "ALTER TABLE @S@.runs\n"
+      "    ADD COLUMN rollback_of bigint,\n"
+      "    ADD COLUMN rolled_back_by bigint;\n" },
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

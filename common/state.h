@@ -5,7 +5,8 @@
  *
  * Tables (schema "driftless" unless overridden; see pgapply(1) for columns):
  *   schema_version  one row per applied migration
- *   runs            one row per run: who, where, when, status, counts, fingerprints
+ *   runs            one row per run: who, where, when, status, counts, fingerprints;
+ *                   rollback_of / rolled_back_by link a rollback and the run it undid
  *   tables          tables driftless has taken over (crosswalk or owned keys filled)
  *   crosswalk       (table_name, legacy_key) -> uuid, every mapped row
  *   owned_keys      integer-key tables: the keys that came from the source
@@ -47,7 +48,7 @@
 #define STATE_DEFAULT_SCHEMA "driftless"
 
 /* The migration this build brings the state schema up to. */
-#define STATE_VERSION 1
+#define STATE_VERSION 2
 
 /* printf format of the row hash; %s is a row alias, e.g. "t". */
 #define STATE_ROW_HASH_SQL "pg_catalog.md5(pg_catalog.to_jsonb(%s)::text)"

@@ -461,6 +461,159 @@ schema_check() {
     pgverify --schema --quiet --source-env "$source_env" --target-env "$target_env" "$@"
 }
 
+# ---- psql without a connection string in argv ----
+# For the scripts that write through psql (audit --prune-days, rollback): the
+# target's connection string is parsed here into libpq's PG* variables in the
+# environment of the psql process alone.
+
+# dsn_exports: shell assignments that export libpq's PG* variables for the
+# connection string in $target_env (conninfo "k=v ..." or a postgres:// URI);
+# dsn_error='...' instead when it cannot be used. The string is read from the
+# environment and the result stays in a pipe: never in argv, never in a file.
+dsn_exports() {
+    DL_DSN_VAR=$target_env awk '
+        function sq(s) { gsub(/\047/, "\047\\\047\047", s); return "\047" s "\047" }
+        function fail(m) { print "dsn_error=" sq(m); exit }
+        function set(k, v) {
+            if (k == "ssl") { if (v == "true") { k = "sslmode"; v = "require" } else return }
+            if (k in ENVOF) { val[ENVOF[k]] = v; return }
+            if (k in IGNORED) { ign = ign (ign == "" ? "" : ", ") k; return }
+            fail("the connection string in " var " has an option psql cannot take from the environment: " k)
+        }
+        function pct(s,    o, i, h) {
+            o = ""
+            while ((i = index(s, "%")) > 0) {
+                h = tolower(substr(s, i + 1, 2))
+                if (h !~ /^[0-9a-f][0-9a-f]$/) fail("the connection string in " var ": invalid percent-encoding")
+                o = o substr(s, 1, i - 1) sprintf("%c", (index("0123456789abcdef", substr(h, 1, 1)) - 1) * 16 + index("0123456789abcdef", substr(h, 2, 1)) - 1)
+                s = substr(s, i + 3)
+            }
+            return o s
+        }
+        function conninfo(s,    n, i, c, k, v) {
+            n = length(s); i = 1
+            for (;;) {
+                while (i <= n && substr(s, i, 1) ~ /[ \t\n\r\f\v]/) i++
+                if (i > n) return
+                k = ""
+                while (i <= n && substr(s, i, 1) !~ /[= \t\n\r\f\v]/) { k = k substr(s, i, 1); i++ }
+                while (i <= n && substr(s, i, 1) ~ /[ \t\n\r\f\v]/) i++
+                if (substr(s, i, 1) != "=") fail("the connection string in " var ": missing \"=\" after " k)
+                i++
+                while (i <= n && substr(s, i, 1) ~ /[ \t\n\r\f\v]/) i++
+                v = ""
+                if (substr(s, i, 1) == "\047") {
+                    i++
+                    for (;;) {
+                        if (i > n) fail("the connection string in " var ": unterminated quoted value of " k)
+                        c = substr(s, i, 1); i++
+                        if (c == "\\") { v = v substr(s, i, 1); i++; continue }
+                        if (c == "\047") break
+                        v = v c
+                    }
+                } else {
+                    while (i <= n && substr(s, i, 1) !~ /[ \t\n\r\f\v]/) {
+                        c = substr(s, i, 1); i++
+                        if (c == "\\") { c = substr(s, i, 1); i++ }
+                        v = v c
+                    }
+                }
+                set(k, v)
+            }
+        }
+        function uri(s,    i, c, u, hosts, nh, h, p, hl, pl, anyport, q, np, kv, j) {
+            # [user[:password]@][host[:port][,...]][/dbname][?k=v&...], as libpq reads it
+            i = 1
+            while (i <= length(s) && substr(s, i, 1) != "@" && substr(s, i, 1) != "/") i++
+            if (substr(s, i, 1) == "@") {
+                u = substr(s, 1, i - 1); s = substr(s, i + 1)
+                if ((j = index(u, ":")) > 0) { set("password", pct(substr(u, j + 1))); u = substr(u, 1, j - 1) }
+                if (u != "") set("user", pct(u))
+            }
+            i = 1
+            while (i <= length(s) && substr(s, i, 1) != "/" && substr(s, i, 1) != "?") i++
+            hosts = substr(s, 1, i - 1); s = substr(s, i)
+            if (hosts != "") {
+                nh = split(hosts, h, ",")
+                hl = ""; pl = ""; anyport = 0
+                for (j = 1; j <= nh; j++) {
+                    c = h[j]; p = ""
+                    if (substr(c, 1, 1) == "[") {
+                        if ((i = index(c, "]")) == 0) fail("the connection string in " var ": unterminated [ in the host")
+                        p = substr(c, i + 1); c = substr(c, 2, i - 2)
+                        if (p != "" && substr(p, 1, 1) != ":") fail("the connection string in " var ": bad host")
+                        p = substr(p, 2)
+                    } else if ((i = index(c, ":")) > 0) { p = substr(c, i + 1); c = substr(c, 1, i - 1) }
+                    if (p != "") anyport = 1
+                    hl = hl (j > 1 ? "," : "") pct(c); pl = pl (j > 1 ? "," : "") pct(p)
+                }
+                if (hl ~ /[^,]/) set("host", hl)
+                if (anyport) set("port", pl)
+            }
+            if (substr(s, 1, 1) == "/") {
+                i = index(s, "?"); if (i == 0) i = length(s) + 1
+                if (i > 2) set("dbname", pct(substr(s, 2, i - 2)))
+                s = substr(s, i)
+            }
+            if (substr(s, 1, 1) == "?") {
+                np = split(substr(s, 2), q, "&")
+                for (j = 1; j <= np; j++) {
+                    if (q[j] == "") continue
+                    if ((i = index(q[j], "=")) == 0) fail("the connection string in " var ": a parameter without \"=\"")
+                    set(pct(substr(q[j], 1, i - 1)), pct(substr(q[j], i + 1)))
+                }
+            }
+        }
+        BEGIN {
+            n = split("host PGHOST hostaddr PGHOSTADDR port PGPORT dbname PGDATABASE user PGUSER " \
+                "password PGPASSWORD passfile PGPASSFILE channel_binding PGCHANNELBINDING " \
+                "connect_timeout PGCONNECT_TIMEOUT client_encoding PGCLIENTENCODING options PGOPTIONS " \
+                "application_name PGAPPNAME sslmode PGSSLMODE requiressl PGREQUIRESSL " \
+                "sslcompression PGSSLCOMPRESSION sslcert PGSSLCERT sslkey PGSSLKEY " \
+                "sslrootcert PGSSLROOTCERT sslcrl PGSSLCRL sslcrldir PGSSLCRLDIR sslsni PGSSLSNI " \
+                "requirepeer PGREQUIREPEER ssl_min_protocol_version PGSSLMINPROTOCOLVERSION " \
+                "ssl_max_protocol_version PGSSLMAXPROTOCOLVERSION gssencmode PGGSSENCMODE " \
+                "krbsrvname PGKRBSRVNAME gsslib PGGSSLIB gssdelegation PGGSSDELEGATION " \
+                "service PGSERVICE target_session_attrs PGTARGETSESSIONATTRS " \
+                "load_balance_hosts PGLOADBALANCEHOSTS require_auth PGREQUIREAUTH", a, " ")
+            for (i = 1; i < n; i += 2) ENVOF[a[i]] = a[i + 1]
+            split("fallback_application_name keepalives keepalives_idle keepalives_interval " \
+                "keepalives_count tcp_user_timeout", b, " ")
+            for (i in b) IGNORED[b[i]] = 1
+            var = ENVIRON["DL_DSN_VAR"]
+            if (!(var in ENVIRON)) fail("environment variable " var " is not set")
+            s = ENVIRON[var]
+            if (s == "") fail("environment variable " var " is empty")
+            if (s ~ /^postgres(ql)?:\/\//) uri(substr(s, index(s, "://") + 3))
+            else if (index(s, "=") > 0) conninfo(s)
+            else set("dbname", s)
+            for (k in val) printf "%s=%s\nexport %s\n", k, sq(val[k]), k
+            if (ign != "") print "dsn_ignored=" sq(ign)
+            print "dsn_error="
+        }'
+}
+
+# with_target_env COMMAND...: run COMMAND (psql) with the target connection in
+# libpq's PG* variables (its own environment only); 5 when it cannot be used,
+# 6 for Supabase's transaction pooler. Reads target_env.
+with_target_env() {
+    (
+        dsn_error=
+        dsn_ignored=
+        wte=$(dsn_exports) || exit 8
+        eval "$wte"
+        [ -z "$dsn_error" ] || dl_die 5 "$dsn_error"
+        [ -z "$dsn_ignored" ] || dl_err "note: the connection string's $dsn_ignored have no environment variable and are not used"
+        case ",${PGPORT:-}," in
+        *,6543,*) dl_die 6 "refused: port 6543 is Supabase's transaction pooler; use the direct connection or the session-mode pooler on port 5432" ;;
+        esac
+        : "${PGCONNECT_TIMEOUT:=10}" "${PGAPPNAME:=$dl_prog}"
+        PGCLIENTENCODING=UTF8
+        export PGCONNECT_TIMEOUT PGAPPNAME PGCLIENTENCODING
+        exec "$@"
+    )
+}
+
 # ---- sync ----
 # Helpers of scripts/sync and scripts/schedule: the operator's .env (parsed,
 # never run as shell), the hiding of connection strings, and the run logs.

@@ -69,6 +69,7 @@ enum {
     OPT_STREAM,
     OPT_GROUP_MAX_ROWS,
     OPT_CREATE_TABLES,
+    OPT_PROGRAM,
 };
 
 static const struct option long_options[] = {
@@ -103,6 +104,7 @@ static const struct option long_options[] = {
     { "stream", required_argument, NULL, OPT_STREAM },
     { "group-max-rows", required_argument, NULL, OPT_GROUP_MAX_ROWS },
     { "create-tables", required_argument, NULL, OPT_CREATE_TABLES },
+    { "program", required_argument, NULL, OPT_PROGRAM },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },
@@ -114,6 +116,7 @@ struct run_options {
     const char *tables;
     int resumed;
     const char *source_dsn_env;
+    const char *program; /* --begin-run: runs.program (default pgapply) */
     long long end_id;
     const char *status;
     int64_t exit_code;
@@ -182,7 +185,8 @@ usage(void)
            "      --install-state      create or upgrade the state schema and exit\n"
            "      --print-state-sql    print the state schema's SQL and exit\n"
            "      --begin-run          add a run and print its id; with --tables LIST,\n"
-           "                           --resumed, --source-dsn-env NAME\n"
+           "                           --resumed, --source-dsn-env NAME, --program NAME\n"
+           "                           (what the runs table names, default pgapply)\n"
            "      --end-run ID         close run ID; with --status S (ok, rejects, failed,\n"
            "                           interrupted), --exit-code N, --counts-json FILE\n"
            "\n"
@@ -374,6 +378,12 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
             if (opt_parse_int64(optarg, "--group-max-rows", 1, INT64_MAX, &o->group_max_rows) != 0)
                 return EXIT_USAGE;
             break;
+        case OPT_PROGRAM:
+            if (optarg[0] == '\0' || strlen(optarg) > 64)
+                return opt_usage_error("invalid value for --program: '%s' (1 to 64 characters)",
+                                       optarg);
+            ro->program = optarg;
+            break;
         default:
             return opt_getopt_error(c, argv);
         }
@@ -386,9 +396,9 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
     if (ro->nstreams > 0 && ro->mode != MODE_APPLY)
         return opt_usage_error("--stream goes with applying, not with another mode");
     if ((ro->mode == MODE_APPLY || ro->mode == MODE_REGISTER || ro->mode == MODE_CREATE) &&
-        (ro->tables || ro->resumed || ro->source_dsn_env || ro->status || ro->have_exit_code ||
-         ro->counts_json))
-        return opt_usage_error("--tables, --resumed, --source-dsn-env, --status, "
+        (ro->tables || ro->resumed || ro->source_dsn_env || ro->program || ro->status ||
+         ro->have_exit_code || ro->counts_json))
+        return opt_usage_error("--tables, --resumed, --source-dsn-env, --program, --status, "
                                "--exit-code and --counts-json go with --begin-run or "
                                "--end-run");
     if (ro->mode == MODE_CREATE) {
@@ -440,9 +450,10 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
             return opt_usage_error("--end-run needs --status and --exit-code");
         if (ro->mode != MODE_END_RUN && (ro->status || ro->have_exit_code || ro->counts_json))
             return opt_usage_error("--status, --exit-code and --counts-json go with --end-run");
-        if (ro->mode != MODE_BEGIN_RUN && (ro->tables || ro->resumed || ro->source_dsn_env))
-            return opt_usage_error("--tables, --resumed and --source-dsn-env go with "
-                                   "--begin-run");
+        if (ro->mode != MODE_BEGIN_RUN &&
+            (ro->tables || ro->resumed || ro->source_dsn_env || ro->program))
+            return opt_usage_error("--tables, --resumed, --source-dsn-env and --program go "
+                                   "with --begin-run");
     }
     return 0;
 }
@@ -570,7 +581,7 @@ run_bookkeeping(const struct options *o, const struct run_options *ro)
                 break;
             run.source_fp = sfp;
         }
-        run.program = "pgapply";
+        run.program = ro->program != NULL ? ro->program : "pgapply";
         run.tables = tables;
         run.ntables = ntables;
         run.resumed = ro->resumed;

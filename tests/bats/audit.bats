@@ -277,3 +277,41 @@ EOF
     run -0 audit --version
     assert_output "audit (driftless) 0.1.0"
 }
+
+@test "audit --key: a legacy key inserted, updated and deleted by three runs, then restored by a rollback" {
+    scratch_setup
+    k=7000001
+    psql_as legacy_owner legacy -c "INSERT INTO customers (id, region_id, name, email)
+        VALUES ($k, 2, 'audited', 'audited@example.com')"
+    local step rc
+    for step in e f g; do
+        case $step in
+        f) psql_as legacy_owner legacy -c "UPDATE customers SET name = 'audited, renamed' WHERE id = $k" ;;
+        g) psql_as legacy_owner legacy -c "DELETE FROM customers WHERE id = $k" ;;
+        esac
+        rc=0
+        migrate --map "$SHOP/shop.map" --table public.customers --run-dir "$BATS_TEST_TMPDIR/$step" \
+            --quiet 2>/dev/null || rc=$?
+        ((rc <= 1)) || fail "migrate (step $step) exited $rc"
+    done
+    run_e=$(cat "$BATS_TEST_TMPDIR/e/run.id")
+    run_f=$(cat "$BATS_TEST_TMPDIR/f/run.id")
+    run_g=$(cat "$BATS_TEST_TMPDIR/g/run.id")
+    run -0 --separate-stderr rollback --quiet --run-dir "$BATS_TEST_TMPDIR/h" "$run_g"
+    run_h=$(cat "$BATS_TEST_TMPDIR/h/run.id")
+    uuid=$(psql_super target -c "SELECT id FROM public.customers WHERE legacy_id = $k")
+    [[ -n $uuid ]] || fail "the rollback did not bring the row back"
+    run -0 --separate-stderr audit --key "public.customers:$k" --csv
+    run -0 csv_rows <<<"$output"
+    run -0 awk -F'|' '{ print $3, $4, $5, $7 }' <<<"$output"
+    assert_output "$run_e inserted $uuid pgapply
+$run_f updated $uuid pgapply
+$run_g deleted $uuid pgapply
+$run_h restored $uuid rollback"
+    # Each run of the pair names the other.
+    run -0 --separate-stderr audit --run "$run_g"
+    assert_line "  rolled back by run $run_h"
+    run -0 --separate-stderr audit --run "$run_h"
+    assert_line "  rollback  of run $run_g"
+    assert_line --index 1 --regexp '^  program   rollback '
+}

@@ -410,7 +410,7 @@ json_field() {
     run -0 apply --install-state
     run -0 apply --install-state
     run -0 tgt -c "SELECT count(*) FROM driftless.schema_version"
-    assert_output 1
+    assert_output 2
     run -0 tgt -c "SELECT count(*) FROM pg_class WHERE relnamespace = 'driftless'::regnamespace
                    AND relkind IN ('r', 'p') AND NOT relrowsecurity"
     assert_output 0
