@@ -204,6 +204,7 @@ CREATE TABLE shipments (id $k PRIMARY KEY, $lk order_id $fk NOT NULL, shipped_at
 EOF
 }
 
+# foreign_keys: with an index on each (a cascading delete scans none).
 foreign_keys() {
     cat <<EOF
 ALTER TABLE customers ADD FOREIGN KEY (referred_by) REFERENCES customers ON DELETE SET NULL;
@@ -211,6 +212,11 @@ ALTER TABLE orders ADD FOREIGN KEY (customer_id) REFERENCES customers ON DELETE 
 ALTER TABLE order_items ADD FOREIGN KEY (order_id) REFERENCES orders ON DELETE CASCADE;
 ALTER TABLE order_items ADD FOREIGN KEY (product_id) REFERENCES products ON DELETE CASCADE;
 ALTER TABLE shipments ADD FOREIGN KEY (order_id) REFERENCES orders ON DELETE CASCADE;
+CREATE INDEX ON customers (referred_by);
+CREATE INDEX ON orders (customer_id);
+CREATE INDEX ON order_items (order_id);
+CREATE INDEX ON order_items (product_id);
+CREATE INDEX ON shipments (order_id);
 EOF
 }
 
