@@ -173,6 +173,58 @@ snap_close() {
     return 0
 }
 
+# snap_hold DIR PID: snap_open for both sides in a background holder that
+# outlives the caller (a make target): it keeps the snapshots until
+# snap_release DIR, or until process PID (the make) ends. Sets snap_source
+# and snap_target. DIR/hold.token names the holder wanted, DIR/hold.ready
+# the one holding.
+snap_hold() {
+    snap_release "$1"
+    sh_token="$$.$(date +%s%N)"
+    printf '%s\n' "$sh_token" >"$1/hold.token"
+    (
+        snap_open source "$source_env" "$1"
+        snap_open target "$target_env" "$1"
+        printf '%s\n' "$sh_token" >"$1/hold.ready"
+        while kill -0 "$2" 2>/dev/null && [ -f "$1/hold.token" ] &&
+            [ "$(cat "$1/hold.token" 2>/dev/null)" = "$sh_token" ]; do
+            sleep 0.2
+        done
+        snap_close
+        [ "$(cat "$1/hold.ready" 2>/dev/null)" != "$sh_token" ] || rm -f "$1/hold.ready"
+    ) </dev/null >/dev/null 2>"$1/hold.err" 3>&- &
+    sh_pid=$!
+    until snap_held "$1"; do
+        if ! kill -0 "$sh_pid" 2>/dev/null; then
+            cat "$1/hold.err" >&2
+            dl_die 5 "could not export the snapshots"
+        fi
+        sleep 0.1
+    done
+}
+
+# snap_held DIR: true when the holder DIR/hold.token wants holds the
+# snapshots; sets snap_source and snap_target.
+snap_held() {
+    [ -s "$1/hold.ready" ] && [ "$(cat "$1/hold.ready")" = "$(cat "$1/hold.token" 2>/dev/null)" ] ||
+        return 1
+    snap_source=$(head -n 1 "$1/snap.source")
+    snap_target=$(head -n 1 "$1/snap.target")
+}
+
+# snap_release DIR: end the holder of snap_hold, and wait (60 s at most) for
+# its transactions to end.
+snap_release() {
+    sr_ready=$(cat "$1/hold.ready" 2>/dev/null) || sr_ready=
+    rm -f "$1/hold.token"
+    sr_wait=0
+    while [ -n "$sr_ready" ] && [ "$(cat "$1/hold.ready" 2>/dev/null)" = "$sr_ready" ] &&
+        [ $sr_wait -lt 600 ]; do
+        sr_wait=$((sr_wait + 1))
+        sleep 0.1
+    done
+}
+
 # ---- waiting for a pipeline ----
 
 # pipe_stop PID...: end the stages still running after the last one failed:

@@ -458,21 +458,38 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
     return 0;
 }
 
-/* DRIFTLESS_FAILPOINT=pgapply:after-commit:N (a test hook, see pgapply(1)). */
+/* DRIFTLESS_FAILPOINT=pgapply:[PHASE:]after-commit:N (a test hook, see pgapply(1)). */
 static int
 parse_failpoint(struct options *o)
 {
     const char *fp = getenv("DRIFTLESS_FAILPOINT");
-    static const char prefix[] = "pgapply:after-commit:";
+    static const char prefix[] = "after-commit:";
+    static const struct {
+        const char *name;
+        int phase;
+    } only[] = { { "upsert:", PHASE_UPSERT },
+                 { "delete:", PHASE_DELETE },
+                 { "retry:", PHASE_RETRY } };
+    const char *p;
+    int phase = PHASE_ALL;
     int64_t v;
 
     if (fp == NULL || *fp == '\0' || strncmp(fp, "pgapply:", 8) != 0)
         return 0;
-    if (strncmp(fp, prefix, sizeof(prefix) - 1) != 0)
+    p = fp + 8;
+    /* A phase named: a pgapply that does not apply that phase is left alone. */
+    for (size_t i = 0; i < sizeof(only) / sizeof(only[0]); i++)
+        if (strncmp(p, only[i].name, strlen(only[i].name)) == 0) {
+            phase = only[i].phase;
+            p += strlen(only[i].name);
+            break;
+        }
+    if (strncmp(p, prefix, sizeof(prefix) - 1) != 0)
         return err_msg(EXIT_USAGE, "DRIFTLESS_FAILPOINT: unknown failpoint '%s'", fp);
-    if (opt_parse_int64(fp + sizeof(prefix) - 1, "DRIFTLESS_FAILPOINT", 1, INT64_MAX, &v) != 0)
+    if (opt_parse_int64(p + sizeof(prefix) - 1, "DRIFTLESS_FAILPOINT", 1, INT64_MAX, &v) != 0)
         return EXIT_USAGE;
-    o->fail_after_commit = v;
+    if (o->phases & phase)
+        o->fail_after_commit = v;
     return 0;
 }
 

@@ -17,6 +17,9 @@ goal_stages=(pgdump-rows idmap rowhash rowdiff pgapply)
 rows=1000000
 runs=1
 keep=0
+# err, die, usage_error, positive_int, timing, psql_as, checkpoint, bench_shim
+# shellcheck source=tests/bench/lib.sh
+. "$REPO/tests/bench/lib.sh"
 
 usage() {
     cat <<EOF
@@ -41,31 +44,6 @@ Exit status: 0 every goal met, 1 a goal missed, 2 usage error,
 EOF
 }
 
-err() {
-    printf '%s: %s\n' "$prog" "$*" >&2
-}
-
-die() {
-    local code=$1
-    shift
-    err "$@"
-    exit "$code"
-}
-
-usage_error() {
-    err "$1"
-    printf "Try '%s --help' for more information.\n" "$prog" >&2
-    exit 2
-}
-
-# positive_int OPTION VALUE
-positive_int() {
-    if [[ ! $2 =~ ^[0-9]{1,9}$ ]] || ((10#$2 < 1)); then
-        usage_error "invalid value for $1: '$2'"
-    fi
-    printf '%d\n' "$((10#$2))"
-}
-
 while (($# > 0)); do
     case $1 in
     -h | --help)
@@ -88,42 +66,6 @@ while (($# > 0)); do
 done
 ((rows >= 1000)) || usage_error "--rows must be at least 1000 (1% of it is the small drift)"
 rounds=$((runs < 3 ? 3 : runs))
-
-# ---- measuring helpers ----
-
-# Microseconds since the epoch, from bash's own clock (no fork).
-now_us() {
-    local t=${EPOCHREALTIME/[.,]/}
-    printf '%s\n' "$((10#$t))"
-}
-
-# secs US: microseconds as seconds with three decimals.
-secs() {
-    printf '%d.%03d' "$(($1 / 1000000))" "$((($1 % 1000000 + 500) / 1000))"
-}
-
-# fixed VALUE SCALE DECIMALS: VALUE/SCALE rounded, with DECIMALS (1 or 2) decimals.
-fixed() {
-    local d=$((10 ** $3)) v
-    v=$((($1 * d * 2 + $2) / ($2 * 2)))
-    printf "%d.%0${3}d" "$((v / d))" "$((v % d))"
-}
-
-# median N...: the middle value (of an even count, the lower middle).
-median() {
-    printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"
-}
-
-loadavg() {
-    cut -d' ' -f1-3 /proc/loadavg
-}
-
-# json_num FILE KEY: a number from a one-line JSON object (0 when absent).
-json_num() {
-    local v
-    v=$(sed -n "s/.*\"$2\": *\\([0-9.]*\\).*/\\1/p" "$1" 2>/dev/null | head -n 1)
-    printf '%s\n' "${v:-0}"
-}
 
 # GNU time gives each program's peak RSS, CPU and elapsed time.
 /usr/bin/time -f %M -o /dev/null true 2>/dev/null ||
@@ -194,18 +136,6 @@ started=1
 eval "$out"
 server_log=$SCRATCH_DIR/server.log
 echo "cluster:  $SCRATCH_DIR ($("$PGBIN/postgres" --version)), log_min_duration_statement=0"
-
-# psql_as ROLE DB [ARGS]: quiet, unaligned, stop at the first error.
-psql_as() {
-    local role=$1 db=$2
-    shift 2
-    "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -q -At -U "$role" -d "$db" "$@"
-}
-
-# A checkpoint before each timed stage, so none pays for the previous one's writes.
-checkpoint() {
-    psql_as "$PGSCRATCH_SUPERUSER" postgres -c CHECKPOINT
-}
 
 # gen_insert LO HI: INSERT the generated rows with ids LO..HI. Deterministic:
 # every value is a function of id, through hashint8 where real data would not
@@ -323,33 +253,9 @@ columns     = name, price, qty, tags, doc, note, updated_at
 allow       = all
 EOF
 
-# The PATH shim: migrate puts DRIFTLESS_BIN first on PATH, so each program it
-# (and the scripts it calls) starts runs under GNU time, which appends one
-# line to $DLBENCH_MEMLOG:
-#   START ELAPSED USER SYS MAXRSS_KIB EXIT COMMAND...
-# START is the shim's EPOCHREALTIME, for the timeline; the command line is
-# put on one line (queries span lines), each argument cut to 200 bytes.
+# The PATH shim (lib.sh): every program migrate starts runs under GNU time.
 shim=$work/shim
-mkdir "$shim"
-for p in "${programs[@]}"; do
-    {
-        echo '#!/bin/bash'
-        echo "# $prog: runs $p under GNU time."
-        echo "real=$(printf %q "$work/bin/$p")"
-        cat <<'EOF'
-cmd=$real
-for a in "$@"; do
-    a=${a//[$'\n\t\r']/ }
-    cmd+=" ${a:0:200}"
-done
-# GNU time reads % and \ in its format: escape them in the command line.
-cmd=${cmd//\\/\\\\}
-cmd=${cmd//%/%%}
-exec /usr/bin/time -f "${EPOCHREALTIME} %e %U %S %M %x $cmd" -a -o "$DLBENCH_MEMLOG" "$real" "$@"
-EOF
-    } >"$shim/$p"
-    chmod 755 "$shim/$p"
-done
+bench_shim "$shim" "$work/bin" "${programs[@]}"
 
 # ---- side-by-side read ----
 
