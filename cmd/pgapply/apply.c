@@ -65,6 +65,8 @@ struct ctx {
     /* statements */
     char *sql_copy, *sql_lock, *sql_lock_del, *sql_check, *sql_update, *sql_insert;
     char *sql_delete, *sql_not_owned, *sql_checkpoint, *sql_resolve;
+    char *sql_fast;  /* the upsert in one statement (see fast_upsert_sql), or NULL */
+    int lock_delete; /* the delete phase locks its rows in a pass of their own */
     char **sql_children, **sql_children_all;
 
     /* the current batch */
@@ -280,6 +282,70 @@ needs_overriding(const struct ctx *c)
     return c->t->uuid_tcol >= 0 && c->t->cols[c->t->uuid_tcol].identity == 'a';
 }
 
+/* The SET list of an update from batch row ba: never the UUID column, never a key column. */
+static void
+set_list(struct buf *b, const struct ctx *c, const char *ba)
+{
+    int nset = 0;
+
+    for (int j = 0; j < c->s->ndata; j++) {
+        const struct tcol *tc = &c->t->cols[c->t->data_tcol[j]];
+
+        if (is_uuid_data(c, j) || tc->identity == 'a' || c->t->data_tcol[j] == c->t->uuid_tcol)
+            continue;
+        buf_printf(b, "%s%s = (", nset++ > 0 ? ", " : "", tc->qname);
+        bcol(b, ba, c->s->nkeys + j);
+        buf_printf(b, ")::%s", tc->cast);
+    }
+    if (nset == 0) {
+        /* nothing but the key: a no-op that still locks and reports the row */
+        const struct tcol *kc =
+            c->t->crosswalk_keys ? &c->t->cols[c->t->uuid_tcol] : &c->t->cols[c->t->key_tcol[0]];
+
+        buf_printf(b, "%s = t.%s", kc->qname, kc->qname);
+    }
+}
+
+/* The column list of an insert (without the key columns when they live in the crosswalk). */
+static void
+insert_cols(struct buf *b, const struct ctx *c)
+{
+    int n = 0;
+
+    if (c->t->uuid_tcol >= 0) {
+        buf_puts(b, c->t->cols[c->t->uuid_tcol].qname);
+        n++;
+    }
+    for (int k = 0; k < c->s->nkeys && !c->t->crosswalk_keys; k++)
+        buf_printf(b, "%s%s", n++ > 0 ? ", " : "", c->t->cols[c->t->key_tcol[k]].qname);
+    for (int j = 0; j < c->s->ndata; j++)
+        if (!is_uuid_data(c, j) && c->t->data_tcol[j] != c->t->uuid_tcol)
+            buf_printf(b, "%s%s", n++ > 0 ? ", " : "", c->t->cols[c->t->data_tcol[j]].qname);
+}
+
+/* The values of insert_cols: the new UUID u, then keys from ka and data from da. */
+static void
+insert_vals(struct buf *b, const struct ctx *c, const char *u, const char *ka, const char *da)
+{
+    int n = 0;
+
+    if (c->t->uuid_tcol >= 0) {
+        buf_puts(b, u);
+        n++;
+    }
+    for (int k = 0; k < c->s->nkeys && !c->t->crosswalk_keys; k++) {
+        buf_puts(b, n++ > 0 ? ", " : "");
+        key_b(b, c, ka, k);
+    }
+    for (int j = 0; j < c->s->ndata; j++) {
+        if (is_uuid_data(c, j) || c->t->data_tcol[j] == c->t->uuid_tcol)
+            continue;
+        buf_puts(b, n++ > 0 ? ", (" : "(");
+        bcol(b, da, c->s->nkeys + j);
+        buf_printf(b, ")::%s", c->t->cols[c->t->data_tcol[j]].cast);
+    }
+}
+
 /*
  * Rows of a child table, born in the target, that reference a parent the
  * batch deletes: (record, the parent's legacy key, the child's identity).
@@ -335,6 +401,129 @@ children_sql(const struct ctx *c, const struct fkref *fk, int locked)
 static const char changes_cols[] =
     "(run_id, table_name, stream_checksum, phase, batch, op, legacy_key, uuid, before_image,"
     " after_hash)";
+
+/* 1 if a unique index of the target covers the UUID column alone. */
+static int
+uuid_unique(const struct ctx *c)
+{
+    for (int i = 0; i < c->t->nuindex; i++)
+        if (c->t->uindex[i].ncols == 1 &&
+            strcmp(c->t->uindex[i].cols[0], c->t->cols[c->t->uuid_tcol].name) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * The upsert of a batch in one statement, for a UUID table whose legacy key
+ * is a column: lock and read the before-images (x, FOR UPDATE), update the
+ * locked rows (u), insert the others (i) with their crosswalk rows (w),
+ * record every change (ch). The update pulls x row by row, so each row's
+ * pages are still in the buffers when it is written, where the separate
+ * lock, check and write passes read them three times over.
+ * A row that check_batch would refuse is left out, not written, and the
+ * counts returned (updated, inserted, locked, locked keys, batch rows) then
+ * disagree; a UUID already taken fails on its unique index. Either way the
+ * caller rolls the statement back and takes the careful path, which names
+ * the refusal, rejects rows by splitting, or sets them aside.
+ */
+static char *
+fast_upsert_sql(const struct ctx *c)
+{
+    struct buf b, su, sn;
+    const char *uq;
+
+    if (c->dry || !c->registered || c->t->integer_mode || c->t->crosswalk_keys ||
+        c->t->uuid_tcol < 0)
+        return NULL;
+    uq = c->t->cols[c->t->uuid_tcol].qname;
+    buf_init(&b);
+    buf_init(&su);
+    buf_init(&sn);
+    /* the stream's UUID for rows of x and of n, or NULL when it carries none */
+    if (c->t->uuid_scol >= 0) {
+        uuid_b(&su, c, "x");
+        uuid_b(&sn, c, "n");
+    } else {
+        buf_puts(&su, "NULL::uuid");
+        buf_puts(&sn, "NULL::uuid");
+    }
+    buf_printf(&b, "WITH x AS (SELECT b.*, pg_catalog.to_jsonb(t) AS _img, t.%s AS _u, ", uq);
+    key_text_t(&b, c, "t");
+    buf_printf(&b, " AS _lk FROM %s AS t JOIN %s AS b ON ", c->t->qname, c->tbatch);
+    join_cond(&b, c, "t", "b");
+    buf_puts(&b, " WHERE b._rec >= $1 AND b._rec < $2 FOR UPDATE OF t), ");
+
+    /* codes 2, 3 and 4 of the check */
+    buf_printf(&b, "u AS (UPDATE %s AS t SET ", c->t->qname);
+    set_list(&b, c, "x");
+    buf_printf(&b,
+               " FROM x LEFT JOIN LATERAL (SELECT cw.uuid FROM %s.crosswalk AS cw"
+               " WHERE cw.table_name = $3 AND cw.legacy_key = x._lk LIMIT 1) AS cx ON true WHERE ",
+               c->qs);
+    /* by key, not ctid: a ctid names a row of one partition only */
+    join_cond(&b, c, "t", "x");
+    buf_printf(&b,
+               " AND NOT ((%s <> x._u) IS TRUE OR (cx.uuid <> x._u) IS TRUE"
+               " OR (x._op = 'I' AND cx.uuid IS NULL)) RETURNING x._img AS img, t.%s AS u, ",
+               su.data, uq);
+    key_text_t(&b, c, "t");
+    buf_puts(&b, " AS lk, ");
+    buf_printf(&b, STATE_ROW_HASH_SQL, "t");
+    buf_puts(&b, " AS h), ");
+
+    /* the rows not found, with their crosswalk UUID; code 5 of the check */
+    buf_puts(&b, "n AS (SELECT b.*, cx.uuid AS _cu");
+    buf_printf(&b,
+               " FROM %s AS b LEFT JOIN LATERAL (SELECT cw.uuid FROM %s.crosswalk AS cw"
+               " WHERE cw.table_name = $3 AND cw.legacy_key = ",
+               c->tbatch, c->qs);
+    key_text_b(&b, c, "b");
+    buf_puts(&b, " LIMIT 1) AS cx ON true WHERE b._rec >= $1 AND b._rec < $2"
+                 " AND NOT EXISTS (SELECT 1 FROM x WHERE x._rec = b._rec)), ");
+    buf_printf(&b, "i AS (INSERT INTO %s AS t (", c->t->qname);
+    insert_cols(&b, c);
+    buf_puts(&b, needs_overriding(c) ? ") OVERRIDING SYSTEM VALUE SELECT " : ") SELECT ");
+    {
+        struct buf u;
+
+        buf_init(&u);
+        buf_printf(&u, "COALESCE(%s, n._cu, pg_catalog.gen_random_uuid())", sn.data);
+        insert_vals(&b, c, u.data, "n", "n");
+        buf_free(&u);
+    }
+    buf_printf(&b, " FROM n WHERE (%s <> n._cu) IS NOT TRUE", sn.data);
+    /* code 6: without a unique index on the UUID, nothing else would stop it */
+    if (!uuid_unique(c))
+        buf_printf(&b, " AND NOT EXISTS (SELECT 1 FROM %s AS t2 WHERE t2.%s = COALESCE(%s, n._cu))",
+                   c->t->qname, uq, sn.data);
+    buf_printf(&b, " RETURNING t.%s AS u, ", uq);
+    key_text_t(&b, c, "t");
+    buf_puts(&b, " AS lk, ");
+    buf_printf(&b, STATE_ROW_HASH_SQL, "t");
+    buf_puts(&b, " AS h), ");
+    /* code 7: a UUID the crosswalk holds under another key fails on driftless_crosswalk_uuid */
+    buf_printf(&b,
+               "w AS (INSERT INTO %s.crosswalk (table_name, legacy_key, uuid, run_id)"
+               " SELECT $3, i.lk, i.u, $4::bigint FROM i"
+               " ON CONFLICT ON CONSTRAINT driftless_crosswalk_pkey DO NOTHING), ",
+               c->qs);
+    buf_printf(&b,
+               "ch AS (INSERT INTO %s.changes %s"
+               " SELECT $4::bigint, $3, $5, $6, $7::integer, 'U', u.lk, u.u, u.img, u.h FROM u"
+               " UNION ALL SELECT $4::bigint, $3, $5, $6, $7::integer, 'I', i.lk, i.u, NULL, i.h"
+               " FROM i) ",
+               c->qs, changes_cols);
+    /* u first: it drives x, row by row */
+    buf_printf(
+        &b,
+        "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM i), (SELECT count(*) FROM x),"
+        " (SELECT count(DISTINCT x._rec) FROM x),"
+        " (SELECT count(*) FROM %s AS b WHERE b._rec >= $1 AND b._rec < $2)",
+        c->tbatch);
+    buf_free(&su);
+    buf_free(&sn);
+    return b.data;
+}
 
 static void
 build_statements(struct ctx *c)
@@ -457,26 +646,7 @@ build_statements(struct ctx *c)
     /* UPDATE ... FROM: the locked rows, never the UUID column, never a key column. */
     buf_reset(&b);
     buf_printf(&b, "WITH u AS (UPDATE %s AS t SET ", c->t->qname);
-    {
-        int nset = 0;
-
-        for (int j = 0; j < c->s->ndata; j++) {
-            const struct tcol *tc = &c->t->cols[c->t->data_tcol[j]];
-
-            if (is_uuid_data(c, j) || tc->identity == 'a' || c->t->data_tcol[j] == c->t->uuid_tcol)
-                continue;
-            buf_printf(&b, "%s%s = (", nset++ > 0 ? ", " : "", tc->qname);
-            bcol(&b, "b", c->s->nkeys + j);
-            buf_printf(&b, ")::%s", tc->cast);
-        }
-        if (nset == 0) {
-            /* nothing but the key: a no-op that still locks and reports the row */
-            const struct tcol *kc = c->t->crosswalk_keys ? &c->t->cols[c->t->uuid_tcol]
-                                                         : &c->t->cols[c->t->key_tcol[0]];
-
-            buf_printf(&b, "%s = t.%s", kc->qname, kc->qname);
-        }
-    }
+    set_list(&b, c, "b");
     buf_printf(&b, " FROM %s AS b JOIN %s AS x ON x._rec = b._rec WHERE ", c->tbatch, c->tbefore);
     join_cond(&b, c, "t", "b");
     buf_puts(&b, " AND b._rec >= $1 AND b._rec < $2 RETURNING b._rec AS rec, ");
@@ -532,40 +702,9 @@ build_statements(struct ctx *c)
                        c->tbatch, c->tbefore);
         }
         buf_printf(&b, "i AS (INSERT INTO %s AS t (", c->t->qname);
-        {
-            int n = 0;
-
-            if (c->t->uuid_tcol >= 0) {
-                buf_puts(&b, c->t->cols[c->t->uuid_tcol].qname);
-                n++;
-            }
-            for (int k = 0; k < c->s->nkeys && !cw; k++)
-                buf_printf(&b, "%s%s", n++ > 0 ? ", " : "", c->t->cols[c->t->key_tcol[k]].qname);
-            for (int j = 0; j < c->s->ndata; j++)
-                if (!is_uuid_data(c, j) && c->t->data_tcol[j] != c->t->uuid_tcol)
-                    buf_printf(&b, "%s%s", n++ > 0 ? ", " : "",
-                               c->t->cols[c->t->data_tcol[j]].qname);
-        }
+        insert_cols(&b, c);
         buf_puts(&b, needs_overriding(c) ? ") OVERRIDING SYSTEM VALUE SELECT " : ") SELECT ");
-        {
-            int n = 0;
-
-            if (c->t->uuid_tcol >= 0) {
-                buf_puts(&b, cw ? "s._u" : u.data);
-                n++;
-            }
-            for (int k = 0; k < c->s->nkeys && !cw; k++) {
-                buf_puts(&b, n++ > 0 ? ", " : "");
-                key_b(&b, c, "b", k);
-            }
-            for (int j = 0; j < c->s->ndata; j++) {
-                if (is_uuid_data(c, j) || c->t->data_tcol[j] == c->t->uuid_tcol)
-                    continue;
-                buf_puts(&b, n++ > 0 ? ", (" : "(");
-                bcol(&b, src, c->s->nkeys + j);
-                buf_printf(&b, ")::%s", c->t->cols[c->t->data_tcol[j]].cast);
-            }
-        }
+        insert_vals(&b, c, cw ? "s._u" : u.data, "b", src);
         if (cw)
             buf_puts(&b, " FROM s RETURNING ");
         else
@@ -602,12 +741,20 @@ build_statements(struct ctx *c)
         buf_free(&u);
     }
     c->sql_insert = xstrdup(b.data);
+    c->sql_fast = fast_upsert_sql(c);
 
-    /* DELETE ... USING the locked rows. */
+    /*
+     * DELETE ... USING the locked rows. The delete itself locks its rows and
+     * returns their before-images; a pass of its own locks them first only
+     * when something must be checked under the lock (target-born children,
+     * the application's rows) or, in a dry run, counted.
+     */
+    c->lock_delete = c->dry || c->t->nfk > 0 || c->t->integer_mode;
     buf_reset(&b);
-    buf_printf(
-        &b, "WITH d AS (DELETE FROM %s AS t USING %s AS b JOIN %s AS x ON x._rec = b._rec WHERE ",
-        c->t->qname, c->tbatch, c->tbefore);
+    buf_printf(&b, "WITH d AS (DELETE FROM %s AS t USING %s AS b", c->t->qname, c->tbatch);
+    if (c->lock_delete)
+        buf_printf(&b, " JOIN %s AS x ON x._rec = b._rec", c->tbefore);
+    buf_puts(&b, " WHERE ");
     join_cond(&b, c, "t", "b");
     buf_puts(&b, " AND b._rec >= $1 AND b._rec < $2 RETURNING ");
     uuid_t(&b, c, "t");
@@ -1351,6 +1498,47 @@ checkpoint(struct ctx *c)
 }
 
 /*
+ * The batch's upsert in one statement (fast_upsert_sql). *done = 1 when it
+ * applied the whole batch; else it is rolled back and the careful path
+ * (lock, check, apply_range) takes the batch. Returns 0, F_RETRY or a code.
+ */
+static int
+fast_upsert(struct ctx *c, const char **p, int *done)
+{
+    struct db_result *r = NULL;
+
+    *done = 0;
+    if (db_exec(c->d, "SAVEPOINT driftless_fast") != 0)
+        return classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY
+                                                           : batch_error(c, "start a savepoint");
+    if (stmt(c, c->sql_fast, p, NULL, &r) == 0) {
+        long long upd = atoll(db_value(r, 0, 0)), ins = atoll(db_value(r, 0, 1));
+        long long locked = atoll(db_value(r, 0, 2)), keys = atoll(db_value(r, 0, 3));
+        long long rows = atoll(db_value(r, 0, 4));
+
+        db_result_free(r);
+        if (locked == keys && upd == locked && ins == rows - keys) {
+            if (db_exec(c->d, "RELEASE SAVEPOINT driftless_fast") != 0)
+                return classify(db_last_sqlstate(c->d)) == F_RETRY
+                           ? F_RETRY
+                           : batch_error(c, "release a savepoint");
+            c->b_upd = upd;
+            c->b_ins = ins;
+            *done = 1;
+            return 0;
+        }
+    } else if (classify(db_last_sqlstate(c->d)) == F_RETRY) {
+        return F_RETRY;
+    }
+    if (db_exec(c->d, "ROLLBACK TO SAVEPOINT driftless_fast") != 0 ||
+        db_exec(c->d, "RELEASE SAVEPOINT driftless_fast") != 0)
+        return classify(db_last_sqlstate(c->d)) == F_RETRY
+                   ? F_RETRY
+                   : batch_error(c, "roll back a savepoint");
+    return 0;
+}
+
+/*
  * Start the batch: its own transaction, or, inside a group's transaction,
  * emptied temp tables (ON COMMIT DELETE ROWS only empties them at a commit).
  */
@@ -1414,8 +1602,17 @@ try_batch_quiet(struct ctx *c)
             goto fail;
         }
     }
-    if ((rc = stmt(c, c->phase == PH_DELETE ? c->sql_lock_del : c->sql_lock, p, &locked, NULL)) !=
-        0) {
+    if (c->phase != PH_DELETE && c->sql_fast != NULL) {
+        int done = 0;
+
+        if ((rc = fast_upsert(c, p, &done)) != 0)
+            goto fail;
+        if (done)
+            goto applied;
+    }
+    if ((c->phase != PH_DELETE || c->lock_delete) &&
+        (rc = stmt(c, c->phase == PH_DELETE ? c->sql_lock_del : c->sql_lock, p, &locked, NULL)) !=
+            0) {
         rc =
             classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY : batch_error(c, "lock the rows");
         goto fail;
@@ -1454,6 +1651,7 @@ try_batch_quiet(struct ctx *c)
     }
     if ((rc = apply_range(c, 0, c->n)) != 0)
         goto fail;
+applied:
     if ((rc = checkpoint(c)) != 0) {
         rc = classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY
                                                          : batch_error(c, "write the checkpoint");
@@ -2443,6 +2641,14 @@ ctx_open(struct ctx *c, struct db *d, const struct options *o, struct spool *s, 
         return rc;
     if ((rc = create_temp_tables(c)) != 0)
         return rc;
+    /*
+     * The batches' estimates can pass jit_above_cost: compiling then costs
+     * more than the statement (tens of ms to seconds a batch).
+     */
+    if ((rc = db_exec(d,
+                      "SELECT pg_catalog.set_config(name, 'off', false) FROM pg_catalog.pg_settings"
+                      " WHERE name = 'jit'")) != 0)
+        return rc;
     if (!c->dry && !c->registered && (rc = register_table(c)) != 0)
         return rc;
     build_statements(c);
@@ -2498,6 +2704,7 @@ ctx_free(struct ctx *c)
     free(c->sql_check);
     free(c->sql_update);
     free(c->sql_insert);
+    free(c->sql_fast);
     free(c->sql_delete);
     free(c->sql_not_owned);
     free(c->sql_checkpoint);
