@@ -6,9 +6,7 @@
  * schema, registers tables (their crosswalk filled before the first compute)
  * and keeps the runs table for scripts.
  */
-#include <errno.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +21,6 @@
 #include "opt.h"
 #include "pgapply.h"
 #include "state.h"
-
-/* The connection a signal cancels (db_cancel is safe in a handler). */
-static struct db *volatile cancel_db;
 
 enum mode {
     MODE_APPLY,
@@ -630,30 +625,6 @@ done:
     return rc;
 }
 
-static void
-on_signal(int sig)
-{
-    int saved = errno;
-
-    io_interrupted = sig;
-    if (cancel_db != NULL)
-        db_cancel(cancel_db);
-    errno = saved;
-}
-
-/* SIGINT and SIGTERM cancel the running statement; the batch then rolls back. */
-static void
-cancel_on_signals(void)
-{
-    struct sigaction sa;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 static double
 now(void)
 {
@@ -770,7 +741,8 @@ apply(struct options *os, int n, int group)
     }
     if ((rc = db_connect(&d, o->dsn_env, "target", DB_SESSION_WRITE, o->allow_pooler)) != 0)
         goto done;
-    cancel_db = d;
+    /* SIGINT and SIGTERM cancel the running statement; the batch then rolls back. */
+    db_cancel_on_signal(d);
     /* Notices (ours, or a target trigger's) could carry row values. */
     if ((rc = db_exec(d, "SET client_min_messages = warning")) != 0)
         goto done;
@@ -879,7 +851,7 @@ apply(struct options *os, int n, int group)
             rc = rc2 != 0 ? rc2 : rc;
     }
 done:
-    cancel_db = NULL;
+    db_cancel_forget(d);
     buf_free(&json);
     buf_free(&lines);
     for (int i = 0; i < n; i++) {
@@ -1051,7 +1023,6 @@ main(int argc, char **argv)
 
     err_init("pgapply");
     io_signals_init();
-    cancel_on_signals();
     atexit(io_close_stdout);
     if ((rc = parse_options(argc, argv, &o, &ro)) != 0)
         goto done;
