@@ -347,8 +347,10 @@ psql_csv() {
         [[ -s $dir/id ]] && break
         sleep 0.1
     done
-    id="$(cat "$dir/id")"
+    id="$(head -n 1 "$dir/id")"
     [[ $id =~ ^[0-9A-F]+-[0-9A-F]+-[0-9]+$ ]]
+    # The second line is the snapshot's xmin, a 64-bit transaction ID.
+    [[ $(sed -n 2p "$dir/id") =~ ^[0-9]+$ ]]
     psql_as legacy_owner legacy -c "INSERT INTO public.snap VALUES (4, 'late')"
     run -0 --separate-stderr dump_csv --table public.snap --key id --snapshot "$id"
     assert_output "$(printf '%s\n' 1,a 2,b 3,c)"
