@@ -300,8 +300,7 @@ key_set_sql(struct db *db, const struct dump_opts *o, struct dump_plan *p, struc
                    is_int ? "int8" : "text");
     }
     if (p->nkeys == 1)
-        buf_printf(sql, "SELECT %s FROM %s WHERE %s = ANY (%s)", sel, from, keys.data,
-                   arrays.data);
+        buf_printf(sql, "SELECT %s FROM %s WHERE %s = ANY (%s)", sel, from, keys.data, arrays.data);
     else
         buf_printf(sql, "SELECT %s FROM %s WHERE (%s) IN (SELECT * FROM pg_catalog.unnest(%s))",
                    sel, from, keys.data, arrays.data);
@@ -418,8 +417,8 @@ dump_plan_build(struct db *db, const struct dump_opts *o, struct dump_plan *p)
     buf_printf(&sql, " ORDER BY %s) TO STDOUT", ord.data);
     p->copy_sql = sql.data;
     buf_init(&sql);
-    if (o->key_set != NULL && (rc = key_set_sql(db, o, p, &sql, sel.data, from, where.data,
-                                                ord.data)) != 0)
+    if (o->key_set != NULL &&
+        (rc = key_set_sql(db, o, p, &sql, sel.data, from, where.data, ord.data)) != 0)
         goto done;
 done:
     free(is_key);
@@ -839,8 +838,8 @@ dump_key_set_rows(struct db *db, const struct dump_opts *o, const struct dump_pl
         if (k == p->nkeys && i + 1 < kh->ncols) {
             for (int j = i + 1; j < kh->ncols; j++)
                 if (kh->cols[j].role == RS_ROLE_KEY) {
-                    rc = err_msg(EXIT_DATA, "%s: key set %s: its key is not the dump's",
-                                 p->label, o->key_set);
+                    rc = err_msg(EXIT_DATA, "%s: key set %s: its key is not the dump's", p->label,
+                                 o->key_set);
                     goto done;
                 }
         }
