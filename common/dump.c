@@ -296,14 +296,16 @@ key_set_sql(struct db *db, const struct dump_opts *o, struct dump_plan *p, struc
             goto done;
         if (!is_int)
             buf_puts(&keys, ")::pg_catalog.text");
-        buf_printf(&arrays, "%s$%d::pg_catalog.%s[]", i ? ", " : "", i + 1,
+        /* ROWS FROM: unnest(a, b) is syntax, which a qualified name cannot use. */
+        buf_printf(&arrays, "%spg_catalog.unnest($%d::pg_catalog.%s[])", i ? ", " : "", i + 1,
                    is_int ? "int8" : "text");
     }
     if (p->nkeys == 1)
-        buf_printf(sql, "SELECT %s FROM %s WHERE %s = ANY (%s)", sel, from, keys.data, arrays.data);
+        buf_printf(sql, "SELECT %s FROM %s WHERE %s = ANY ($1::pg_catalog.%s[])", sel, from,
+                   keys.data, p->h.cols[0].order == RS_ORDER_INT ? "int8" : "text");
     else
-        buf_printf(sql, "SELECT %s FROM %s WHERE (%s) IN (SELECT * FROM pg_catalog.unnest(%s))",
-                   sel, from, keys.data, arrays.data);
+        buf_printf(sql, "SELECT %s FROM %s WHERE (%s) IN (SELECT * FROM ROWS FROM (%s))", sel, from,
+                   keys.data, arrays.data);
     if (o->where != NULL)
         buf_printf(sql, " AND (\n%s\n)", o->where);
     if (o->skip_null_keys)
