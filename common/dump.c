@@ -741,8 +741,12 @@ done:
 
 /* ---- a key set's rows ---- */
 
-/* Keys per query: a chunk's arrays stay small, and its lookups use the index. */
-#define KEY_CHUNK 5000
+/*
+ * Keys per query: a few hundred KiB of parameters. A query whose key is an
+ * expression (the crosswalk's cast) scans its table once per chunk: few large
+ * chunks, not many small ones.
+ */
+#define KEY_CHUNK 50000
 
 /* Append v to an array literal's elements: quoted, with " and \ escaped. */
 static void
