@@ -43,6 +43,7 @@ static struct {
     int64_t guard_min;
     double op_pct[NOPS]; /* < 0: use guard_pct */
     int allow[NOPS];
+    int64_t outside; /* equal rows the streams leave out (an incremental compare) */
 } opt;
 
 /* The two inputs and what the merge needs to know about their layouts. */
@@ -68,6 +69,9 @@ usage(void)
            "      --table NAME         table named in the output (default: SOURCE's)\n"
            "      --stats FILE         write the counts to FILE as one JSON line\n"
            "  -q, --quiet              no summary line on standard error\n"
+           "      --unchanged-outside N  N equal rows are left out of both streams\n"
+           "                           (an incremental compare): they count as\n"
+           "                           unchanged and in both row counts, guards too\n"
            "      --level N            zstd level (default: 3 for files, -5 for pipes)\n"
            "      --max-row-bytes SIZE refuse records larger than SIZE (default 256M)\n"
            "\n"
@@ -123,12 +127,14 @@ parse_options(int argc, char **argv)
         O_ALLOW_UPD,
         O_ALLOW_DEL,
         O_ALLOW_ALL,
+        O_OUTSIDE,
     };
     static const struct option longopts[] = {
         { "output", required_argument, NULL, 'o' },
         { "table", required_argument, NULL, O_TABLE },
         { "stats", required_argument, NULL, O_STATS },
         { "quiet", no_argument, NULL, 'q' },
+        { "unchanged-outside", required_argument, NULL, O_OUTSIDE },
         { "level", required_argument, NULL, O_LEVEL },
         { "max-row-bytes", required_argument, NULL, O_MAX_ROW },
         { "guard-pct", required_argument, NULL, O_GUARD_PCT },
@@ -171,6 +177,9 @@ parse_options(int argc, char **argv)
             break;
         case O_GUARD_PCT:
             rc = parse_pct(optarg, "--guard-pct", &opt.guard_pct);
+            break;
+        case O_OUTSIDE:
+            rc = opt_parse_int64(optarg, "--unchanged-outside", 0, INT64_MAX, &opt.outside);
             break;
         case O_GUARD_MIN:
             rc = opt_parse_int64(optarg, "--guard-min", 0, INT64_MAX, &opt.guard_min);
@@ -467,8 +476,9 @@ run(struct side *src, struct side *tgt, int out_fd, const char *out_name)
         goto done;
 
     /* Both inputs are read to their verified trailers: the counts are final. */
-    nsrc = rs_reader_count(src->r);
-    ntgt = rs_reader_count(tgt->r);
+    nsrc = rs_reader_count(src->r) + (uint64_t)opt.outside;
+    ntgt = rs_reader_count(tgt->r) + (uint64_t)opt.outside;
+    same += (uint64_t)opt.outside;
     changes = count[OP_INSERT] + count[OP_UPDATE] + count[OP_DELETE];
     if (opt.stats != NULL && (rc = write_stats(table, nsrc, ntgt, count, same)) != 0)
         goto done;

@@ -872,6 +872,48 @@ db_copy_out_line(struct db *d, const char **line, size_t *len)
     return -rc;
 }
 
+/* ---- a query's rows one at a time (single-row mode) ---- */
+
+int
+db_rows_begin(struct db *d, const char *context, const char *sql, int nparams,
+              const char *const *params)
+{
+    reset_last(d);
+    free(d->copy_context);
+    d->copy_context = xstrdup(context != NULL ? context : d->side);
+    if (!PQsendQueryParams(d->conn, sql, nparams, NULL, params, NULL, NULL, 0))
+        return report(d, d->copy_context, NULL);
+    /* Memory stays one row, however many rows the query returns. */
+    if (!PQsetSingleRowMode(d->conn)) {
+        drain(d);
+        return err_msg(EXIT_INTERNAL, "%s: could not enter single-row mode", d->copy_context);
+    }
+    return 0;
+}
+
+int
+db_rows_next(struct db *d, struct db_result **row)
+{
+    PGresult *res;
+    ExecStatusType st;
+    int rc = 0;
+
+    *row = NULL;
+    res = PQgetResult(d->conn);
+    st = PQresultStatus(res);
+    if (st == PGRES_SINGLE_TUPLE) {
+        *row = xmalloc(sizeof(**row));
+        (*row)->res = res;
+        return 1;
+    }
+    /* The zero-row result that ends the set, or an error. */
+    if (st != PGRES_TUPLES_OK)
+        rc = report(d, d->copy_context, res);
+    PQclear(res);
+    drain(d);
+    return -rc;
+}
+
 int
 db_copy_in_begin(struct db *d, const char *context, const char *sql)
 {

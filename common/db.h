@@ -75,6 +75,15 @@ int db_copy_out_begin(struct db *d, const char *context, const char *sql);
 /* Returns 1 with a line, 0 at the end (the COPY's result checked), or -exit code. */
 int db_copy_out_line(struct db *d, const char **line, size_t *len);
 
+/*
+ * A query's rows one at a time (single-row mode): begin, then db_rows_next
+ * until it returns 0. Each row is a one-row result the caller frees.
+ */
+int db_rows_begin(struct db *d, const char *context, const char *sql, int nparams,
+                  const char *const *params);
+/* Returns 1 with a row in *row, 0 at the end (the query's result checked), or -exit code. */
+int db_rows_next(struct db *d, struct db_result **row);
+
 /* COPY ... FROM STDIN: begin, put data (COPY text), then end (errmsg NULL = commit data). */
 int db_copy_in_begin(struct db *d, const char *context, const char *sql);
 int db_copy_in_put(struct db *d, const char *data, size_t len);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "io.h"
@@ -271,6 +272,53 @@ put_ident(struct db *db, struct buf *b, const char *name)
     return 0;
 }
 
+/*
+ * The SELECT of one chunk of a key set: the key columns' values come as
+ * parameters, one array per key column (bigint[] for integer keys, text[] of
+ * the emitted text otherwise), so an index on the key serves the lookups.
+ */
+static int
+key_set_sql(struct db *db, const struct dump_opts *o, struct dump_plan *p, struct buf *sql,
+            const char *sel, const char *from, const char *notnull, const char *ord)
+{
+    struct buf keys, arrays;
+    int rc = 0;
+
+    buf_init(&keys);
+    buf_init(&arrays);
+    for (int i = 0; i < p->nkeys; i++) {
+        int is_int = p->h.cols[i].order == RS_ORDER_INT;
+
+        buf_puts(&keys, i ? ", " : "");
+        if (!is_int)
+            buf_putc(&keys, '(');
+        if ((rc = put_ident(db, &keys, p->h.cols[i].name)) != 0)
+            goto done;
+        if (!is_int)
+            buf_puts(&keys, ")::pg_catalog.text");
+        /* ROWS FROM: unnest(a, b) is syntax, which a qualified name cannot use. */
+        buf_printf(&arrays, "%spg_catalog.unnest($%d::pg_catalog.%s[])", i ? ", " : "", i + 1,
+                   is_int ? "int8" : "text");
+    }
+    if (p->nkeys == 1)
+        buf_printf(sql, "SELECT %s FROM %s WHERE %s = ANY ($1::pg_catalog.%s[])", sel, from,
+                   keys.data, p->h.cols[0].order == RS_ORDER_INT ? "int8" : "text");
+    else
+        buf_printf(sql, "SELECT %s FROM %s WHERE (%s) IN (SELECT * FROM ROWS FROM (%s))", sel, from,
+                   keys.data, arrays.data);
+    if (o->where != NULL)
+        buf_printf(sql, " AND (\n%s\n)", o->where);
+    if (o->skip_null_keys)
+        buf_printf(sql, " AND %s", notnull);
+    buf_printf(sql, " ORDER BY %s", ord);
+    p->key_sql = sql->data;
+    buf_init(sql);
+done:
+    buf_free(&keys);
+    buf_free(&arrays);
+    return rc;
+}
+
 int
 dump_plan_build(struct db *db, const struct dump_opts *o, struct dump_plan *p)
 {
@@ -371,6 +419,9 @@ dump_plan_build(struct db *db, const struct dump_opts *o, struct dump_plan *p)
     buf_printf(&sql, " ORDER BY %s) TO STDOUT", ord.data);
     p->copy_sql = sql.data;
     buf_init(&sql);
+    if (o->key_set != NULL &&
+        (rc = key_set_sql(db, o, p, &sql, sel.data, from, where.data, ord.data)) != 0)
+        goto done;
 done:
     free(is_key);
     free(from);
@@ -388,6 +439,7 @@ dump_plan_free(struct dump_plan *p)
     if (p->h.table != NULL)
         rs_header_free(&p->h);
     free(p->copy_sql);
+    free(p->key_sql);
     free(p->label);
     memset(p, 0, sizeof(*p));
 }
@@ -684,5 +736,159 @@ done:
     rs_writer_free(w);
     free(vals);
     buf_free(&row);
+    return rc;
+}
+
+/* ---- a key set's rows ---- */
+
+/*
+ * Keys per query: a few hundred KiB of parameters. A query whose key is an
+ * expression (the crosswalk's cast) scans its table once per chunk: few large
+ * chunks, not many small ones.
+ */
+#define KEY_CHUNK 50000
+
+/* Append v to an array literal's elements: quoted, with " and \ escaped. */
+static void
+array_put(struct buf *a, const struct rs_value *v)
+{
+    buf_putc(a, a->len > 0 ? ',' : '{');
+    buf_putc(a, '"');
+    for (size_t i = 0; i < v->len; i++) {
+        if (v->data[i] == '"' || v->data[i] == '\\')
+            buf_putc(a, '\\');
+        buf_putc(a, v->data[i]);
+    }
+    buf_putc(a, '"');
+}
+
+/* Run the plan's key_sql for the keys in arrays[0..nkeys) and write each row. */
+static int
+fetch_chunk(struct db *db, const struct dump_plan *p, struct buf *arrays, struct rs_writer *w,
+            struct rs_value *vals, uint64_t *rows)
+{
+    const char **params = xcalloc((size_t)p->nkeys, sizeof(*params));
+    struct db_result *row = NULL;
+    int got, rc = 0;
+
+    for (int i = 0; i < p->nkeys; i++) {
+        buf_putc(&arrays[i], '}');
+        params[i] = arrays[i].data;
+    }
+    if ((rc = db_rows_begin(db, p->label, p->key_sql, p->nkeys, params)) != 0)
+        goto done;
+    while ((got = db_rows_next(db, &row)) == 1) {
+        (*rows)++;
+        if (db_nfields(row) != p->h.ncols) {
+            rc = err_msg(EXIT_DB, "%s: %d fields, expected %d", p->label, db_nfields(row),
+                         p->h.ncols);
+        } else {
+            for (int i = 0; i < p->h.ncols; i++) {
+                vals[i].data = db_value(row, 0, i);
+                vals[i].len = vals[i].data != NULL ? db_length(row, 0, i) : 0;
+            }
+            if ((rc = check_key(p, vals, *rows)) == 0)
+                rc = rs_writer_put(w, vals);
+        }
+        db_result_free(row);
+        row = NULL;
+        if (rc == 0 && io_interrupted)
+            rc = EXIT_DB;
+        if (rc != 0) {
+            /* Stop the query and pump the connection back to idle. */
+            db_cancel(db);
+            while (db_rows_next(db, &row) == 1)
+                db_result_free(row);
+            goto done;
+        }
+    }
+    if (got < 0)
+        rc = -got;
+done:
+    for (int i = 0; i < p->nkeys; i++)
+        buf_reset(&arrays[i]);
+    free(params);
+    return rc;
+}
+
+int
+dump_key_set_rows(struct db *db, const struct dump_opts *o, const struct dump_plan *p, int fd,
+                  const char *name)
+{
+    struct rs_reader *r = NULL;
+    struct rs_writer *w = NULL;
+    struct rs_value *vals = NULL;
+    struct buf *arrays = NULL;
+    const struct rs_header *kh;
+    const struct rs_value *kv;
+    int *kcol = NULL, in = -1, nchunk = 0, rc;
+    uint64_t rows = 0;
+
+    if ((in = io_open_input(o->key_set)) < 0)
+        return EXIT_IO;
+    if ((rc = rs_reader_open(&r, in, o->key_set)) != 0)
+        goto done;
+    kh = rs_reader_header(r);
+    kcol = xcalloc((size_t)p->nkeys, sizeof(int));
+    /* The same key, in the same order: then the chunks come out in stream order. */
+    for (int i = 0, k = 0; i < kh->ncols; i++) {
+        if (kh->cols[i].role != RS_ROLE_KEY)
+            continue;
+        if (k >= p->nkeys || strcmp(kh->cols[i].name, p->h.cols[k].name) != 0 ||
+            kh->cols[i].order != p->h.cols[k].order) {
+            rc = err_msg(EXIT_DATA, "%s: key set %s: its key is not the dump's (%s)", p->label,
+                         o->key_set, p->h.cols[k < p->nkeys ? k : 0].name);
+            goto done;
+        }
+        kcol[k++] = i;
+        if (k == p->nkeys && i + 1 < kh->ncols) {
+            for (int j = i + 1; j < kh->ncols; j++)
+                if (kh->cols[j].role == RS_ROLE_KEY) {
+                    rc = err_msg(EXIT_DATA, "%s: key set %s: its key is not the dump's", p->label,
+                                 o->key_set);
+                    goto done;
+                }
+        }
+    }
+    arrays = xcalloc((size_t)p->nkeys, sizeof(*arrays));
+    for (int i = 0; i < p->nkeys; i++)
+        buf_init(&arrays[i]);
+    vals = xcalloc((size_t)p->h.ncols, sizeof(*vals));
+    if ((rc = rs_writer_open(&w, fd, name, &p->h, o->level)) != 0)
+        goto done;
+    rs_writer_set_max_row(w, o->max_row);
+    for (;;) {
+        if ((rc = rs_reader_next(r, &kv)) != 0)
+            goto done;
+        if (kv != NULL) {
+            for (int i = 0; i < p->nkeys; i++) {
+                if (kv[kcol[i]].data == NULL) {
+                    rc = err_msg(EXIT_DATA, "%s: key set %s: a NULL key", p->label, o->key_set);
+                    goto done;
+                }
+                array_put(&arrays[i], &kv[kcol[i]]);
+            }
+            nchunk++;
+        }
+        if (nchunk > 0 && (kv == NULL || nchunk == KEY_CHUNK)) {
+            if ((rc = fetch_chunk(db, p, arrays, w, vals, &rows)) != 0)
+                goto done;
+            nchunk = 0;
+        }
+        if (kv == NULL)
+            break;
+    }
+    rc = rs_writer_finish(w);
+done:
+    rs_writer_free(w);
+    rs_reader_free(r);
+    if (in > STDIN_FILENO)
+        close(in);
+    if (arrays != NULL)
+        for (int i = 0; i < p->nkeys; i++)
+            buf_free(&arrays[i]);
+    free(arrays);
+    free(vals);
+    free(kcol);
     return rc;
 }

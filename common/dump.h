@@ -22,6 +22,7 @@ struct dump_opts {
     char **keys;
     int nkeys;
     const char *snapshot; /* NULL: a snapshot of the dump's own */
+    const char *key_set;  /* a row stream: dump only the rows with its keys; NULL all */
     const char *side;     /* "source", "target": prefixes messages; NULL none */
     int skip_null_keys;
     int allow_row_security;
@@ -33,6 +34,7 @@ struct dump_opts {
 struct dump_plan {
     struct rs_header h; /* key columns first, in --key order */
     char *copy_sql;     /* COPY (SELECT ... ORDER BY key) TO STDOUT */
+    char *key_sql;      /* with key_set: the SELECT of one chunk of keys ($1..$n) */
     char *label;        /* "table public.items" or "query NAME", for messages */
     int nkeys;
 };
@@ -61,6 +63,16 @@ void dump_plan_free(struct dump_plan *p);
  */
 int dump_copy_rows(struct db *db, const struct dump_opts *o, const struct dump_plan *p, int fd,
                    const char *name);
+
+/*
+ * With o->key_set: read that stream's keys (its key columns named and ordered
+ * as the plan's), and write the rows with those keys, in key order, to a row
+ * stream on fd, one query per chunk of keys, each row fetched alone: memory is
+ * one chunk of keys and one row. The output is finished only when the key set
+ * verified to its trailer. Returns 0 or an exit code after printing.
+ */
+int dump_key_set_rows(struct db *db, const struct dump_opts *o, const struct dump_plan *p, int fd,
+                      const char *name);
 
 /*
  * With row_security off the server refuses a query that a policy would filter:

@@ -130,6 +130,24 @@ static const struct migration migrations[] = {
       "ALTER TABLE @S@.runs\n"
       "    ADD COLUMN rollback_of bigint,\n"
       "    ADD COLUMN rolled_back_by bigint;\n" },
+    /*
+     * Per table, the last run whose compute and apply finished without a
+     * rejected row: its snapshots' xmin (txid with epoch) on each side, a
+     * hash of the table's plan from the map, and the run's catalog
+     * fingerprints. migrate compares incrementally from it (migrate(1)).
+     */
+    { 3, "watermarks",
+      "CREATE TABLE @S@.watermarks (\n"
+      "    table_name text COLLATE \"C\" CONSTRAINT driftless_watermarks_pkey PRIMARY KEY,\n"
+      "    run_id bigint NOT NULL CONSTRAINT driftless_watermarks_run\n"
+      "        REFERENCES @S@.runs (id) ON DELETE CASCADE,\n"
+      "    source_xmin bigint NOT NULL,\n"
+      "    target_xmin bigint NOT NULL,\n"
+      "    plan text NOT NULL,\n"
+      "    source_fingerprint text,\n"
+      "    target_fingerprint text,\n"
+      "    recorded_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()\n"
+      ");\n" },
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -515,18 +533,43 @@ state_run_end(struct db *d, const char *schema, long long id, const char *status
     snprintf(codebuf, sizeof(codebuf), "%d", exit_code);
     qs = db_quote_ident(d, schema);
     buf_init(&sql);
+    /*
+     * One statement: a table's watermark moves with the run that ends, when
+     * its counts carry one ("watermark": {"source_xmin", "target_xmin",
+     * "plan"}) and it failed no row; a rejected row keeps the old one, so the
+     * next run still finds that row.
+     */
     buf_printf(&sql,
-               "UPDATE %s.runs SET finished_at = pg_catalog.clock_timestamp(), status = $2,"
-               " exit_code = $3::integer, counts = coalesce($4::jsonb, counts),"
-               " resumed = resumed OR $5::boolean WHERE id = $1::bigint",
-               qs);
+               "WITH r AS (UPDATE %s.runs SET finished_at = pg_catalog.clock_timestamp(),"
+               " status = $2, exit_code = $3::integer, counts = coalesce($4::jsonb, counts),"
+               " resumed = resumed OR $5::boolean WHERE id = $1::bigint"
+               " RETURNING id, status, source_fingerprint, target_fingerprint),"
+               " c AS (SELECT e FROM pg_catalog.jsonb_array_elements(CASE"
+               " pg_catalog.jsonb_typeof($4::jsonb) WHEN 'array' THEN $4::jsonb"
+               " WHEN 'object' THEN pg_catalog.jsonb_build_array($4::jsonb)"
+               " ELSE '[]'::jsonb END) AS e),"
+               " w AS (INSERT INTO %s.watermarks AS w (table_name, run_id, source_xmin,"
+               " target_xmin, plan, source_fingerprint, target_fingerprint)"
+               " SELECT c.e ->> 'table', r.id, (c.e -> 'watermark' ->> 'source_xmin')::bigint,"
+               " (c.e -> 'watermark' ->> 'target_xmin')::bigint, c.e -> 'watermark' ->> 'plan',"
+               " r.source_fingerprint, r.target_fingerprint FROM r, c"
+               " WHERE r.status IN ('ok', 'rejects')"
+               " AND pg_catalog.jsonb_typeof(c.e -> 'watermark') = 'object'"
+               " AND coalesce((c.e ->> 'failed')::bigint, 0) = 0"
+               " ON CONFLICT (table_name) DO UPDATE SET run_id = excluded.run_id,"
+               " source_xmin = excluded.source_xmin, target_xmin = excluded.target_xmin,"
+               " plan = excluded.plan, source_fingerprint = excluded.source_fingerprint,"
+               " target_fingerprint = excluded.target_fingerprint,"
+               " recorded_at = pg_catalog.clock_timestamp())"
+               " SELECT id FROM r",
+               qs, qs);
     params[0] = idbuf;
     params[1] = status;
     params[2] = codebuf;
     params[3] = counts_json;
     params[4] = resumed ? "true" : "false";
     rc = db_query(d, &r, "state schema: runs", sql.data, 5, params);
-    if (rc == 0 && db_cmd_tuples(r) != 1)
+    if (rc == 0 && db_ntuples(r) != 1)
         rc = err_msg(EXIT_USAGE, "run %lld: no such run in schema \"%s\"", id, schema);
     db_result_free(r);
     buf_free(&sql);

@@ -13,6 +13,7 @@
  *   batches         checkpoints, keyed by (stream_checksum, table_name, phase, batch)
  *   changes         one row per applied change: before-image and after-hash
  *   created_tables  tables a run created
+ *   watermarks      per table, where migrate's next incremental compare starts
  *
  * Conventions:
  * - table_name is "schema.table" unquoted, as the change stream's header
@@ -48,7 +49,7 @@
 #define STATE_DEFAULT_SCHEMA "driftless"
 
 /* The migration this build brings the state schema up to. */
-#define STATE_VERSION 2
+#define STATE_VERSION 3
 
 /* printf format of the row hash; %s is a row alias, e.g. "t". */
 #define STATE_ROW_HASH_SQL "pg_catalog.md5(pg_catalog.to_jsonb(%s)::text)"
@@ -103,7 +104,9 @@ int state_run_begin(struct db *d, const char *schema, const struct state_run *ru
 
 /*
  * Close run id: status (state_status_valid), exit code, counts (JSON text or
- * NULL to keep), resumed (ORed in). EXIT_USAGE when there is no such run.
+ * NULL to keep), resumed (ORed in). A counts object with a "watermark" and no
+ * failed row moves that table's watermark, in the same statement, when the
+ * status is ok or rejects. EXIT_USAGE when there is no such run.
  */
 int state_run_end(struct db *d, const char *schema, long long id, const char *status, int exit_code,
                   const char *counts_json, int resumed);

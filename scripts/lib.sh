@@ -24,10 +24,16 @@ dl_init() {
     target_env=TARGET_DATABASE_URL
     snap_source=
     snap_target=
+    snap_xmin_source=
+    snap_xmin_target=
     registered=
     # Tables a run created whose first fill has not completed (migrate sets
     # it, blank-separated): table_load lifts their insert guard.
     first_fill=
+    # An incremental compare of the table at hand (incr_use): its key set and
+    # the equal rows left out of it.
+    dl_key_set=
+    dl_outside=
     bg_pids=
     # What table_load sets (declared for readers of this file).
     t_error='' t_source='' t_query='' t_lk='' t_sk='' t_uuid='' t_cols='' t_mapping=''
@@ -156,9 +162,11 @@ snap_open() {
         sleep 0.1
     done
     snap_id=$(head -n 1 "$3/snap.$snap_side")
+    # The second line is the snapshot's xmin: the watermark of an incremental compare.
+    snap_x=$(sed -n 2p "$3/snap.$snap_side")
     case $snap_side in
-    source) snap_source=$snap_id ;;
-    target) snap_target=$snap_id ;;
+    source) snap_source=$snap_id snap_xmin_source=$snap_x ;;
+    target) snap_target=$snap_id snap_xmin_target=$snap_x ;;
     esac
 }
 
@@ -204,12 +212,14 @@ snap_hold() {
 }
 
 # snap_held DIR: true when the holder DIR/hold.token wants holds the
-# snapshots; sets snap_source and snap_target.
+# snapshots; sets snap_source and snap_target, and their xmins (snap_open).
 snap_held() {
     [ -s "$1/hold.ready" ] && [ "$(cat "$1/hold.ready")" = "$(cat "$1/hold.token" 2>/dev/null)" ] ||
         return 1
     snap_source=$(head -n 1 "$1/snap.source")
     snap_target=$(head -n 1 "$1/snap.target")
+    snap_xmin_source=$(sed -n 2p "$1/snap.source")
+    snap_xmin_target=$(sed -n 2p "$1/snap.target")
 }
 
 # snap_release DIR: end the holder of snap_hold, and wait (60 s at most) for
@@ -456,11 +466,14 @@ stream_keys() {
     table_load "$map" "$1"
     [ -n "$t_uuid" ] || return 0
     sk_tmp=$run_dir/tmp/$1
+    # With an incremental compare's key set (incr_use keys), the map of those keys only.
     pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --query "$(crosswalk_query "$1")" \
-        --name "$1" --key "$t_lk" --output "$sk_tmp.crosswalk.rs" || return $?
+        --name "$1" --key "$t_lk" ${dl_key_set:+--key-set "$dl_key_set"} \
+        --output "$sk_tmp.crosswalk.rs" || return $?
     # dash has no pipefail: a failed dump reaches idmap as a truncated stream (4).
     pgdump-rows --dsn-env "$source_env" --snapshot "$snap_source" \
-        --query "SELECT $t_keysel FROM ($t_query) AS q" --name "$1" --key "$t_lk" |
+        --query "SELECT $t_keysel FROM ($t_query) AS q" --name "$1" --key "$t_lk" \
+        ${dl_key_set:+--key-set "$dl_key_set"} |
         idmap --quiet --table "$1" --uuid-column "$t_uuid" --map "$sk_tmp.crosswalk.rs" \
             --map-out "$run_dir/maps/$1.rs" >/dev/null
 }
@@ -478,7 +491,7 @@ stream_source() {
         set -- "$@" --uuid-column "$t_uuid" --map "$run_dir/maps/$ss_t.rs"
     fi
     pgdump-rows --dsn-env "$source_env" --snapshot "$snap_source" --query "$t_query" \
-        --name "$ss_t" --key "$t_lk" >"$ss_fifo" &
+        --name "$ss_t" --key "$t_lk" ${dl_key_set:+--key-set "$dl_key_set"} >"$ss_fifo" &
     bg_pids="$bg_pids $!"
     idmap --quiet --table "$ss_t" --stats "$run_dir/stats/$ss_t.idmap.json" "$@" \
         <"$ss_fifo" >"$ss_out" &
@@ -500,9 +513,197 @@ stream_target() {
             >"$2" &
     else
         pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --table "$1" --key "$t_lk" \
-            ${t_tcols:+--columns "$t_tcols"} --skip-null-keys >"$2" &
+            ${t_tcols:+--columns "$t_tcols"} --skip-null-keys \
+            ${dl_key_set:+--key-set "$dl_key_set"} >"$2" &
     fi
     bg_pids="$bg_pids $!"
+}
+
+# ---- the incremental compare (migrate(1), "Incremental compare") ----
+# A table whose last run compared and applied it without a rejected row has a
+# watermark: each side's snapshot xmin then. Rows changed since are those whose
+# xmin is not older; rows deleted or inserted show in a keys-only merge. Their
+# keys (the key set) are all that is read in full, on both sides.
+
+# Above this share of the rows changed, a full compare costs no more.
+incr_max_pct=15
+
+# incr_plan TABLE: an md5 of what the map says of TABLE (its section and
+# [defaults]): a watermark of another plan is not used.
+incr_plan() {
+    awk -v want="$1" '
+        /^[ \t]*(#|$)/ { next }
+        /^[ \t]*\[[^]]+\][ \t]*$/ { s = $0; gsub(/^[ \t]*\[|\][ \t]*$/, "", s); next }
+        s == want || s == "defaults" { l = $0; gsub(/^[ \t]+|[ \t]+$/, "", l); print s "\t" l }
+    ' "$map" | { echo "driftless incremental 1"; LC_ALL=C sort; } | md5sum | cut -c1-32
+}
+
+# incr_read: the watermarks this run may use into $run_dir/tmp/watermarks
+# (table, source xmin, target xmin, plan), read in the target's snapshot: those
+# recorded under the catalog fingerprints this run recorded at its start.
+incr_read() {
+    : >"$run_dir/tmp/watermarks"
+    [ -n "$dl_run_id" ] && [ -n "$registered" ] || return 0
+    pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name watermarks \
+        --key table_name --query "SELECT w.table_name, w.source_xmin, w.target_xmin, w.plan
+            FROM driftless.watermarks AS w JOIN driftless.runs AS r ON r.id = $(sql_lit "$dl_run_id")::bigint
+            WHERE w.source_fingerprint = r.source_fingerprint
+              AND w.target_fingerprint = r.target_fingerprint" |
+        rowcat --tsv >"$run_dir/tmp/watermarks" 2>>"$run_dir/log" || : >"$run_dir/tmp/watermarks"
+}
+
+# incr_keys TABLE FULL: decide how TABLE is compared. Incremental: the key set
+# $run_dir/tmp/TABLE.kset.rs (the keys to read in full) and TABLE.kset.n (the
+# equal rows outside it). Either way stats/TABLE.compare.json says which and
+# why, and stats/TABLE.watermark.json is what this run's end records.
+incr_keys() {
+    table_load "$map" "$1"
+    ik_t=$1
+    ik_tmp=$run_dir/tmp/$1
+    rm -f "$ik_tmp.kset.rs" "$ik_tmp.kset.n" "$run_dir/stats/$1.watermark.json"
+    ik_why=
+    ik_plan=$(incr_plan "$1")
+    if [ -z "$t_uuid" ] || [ "$t_mapping" != column ]; then
+        ik_why="the legacy key is not a column of a UUID table"
+    elif map_get "$map" "$1" source_query >/dev/null; then
+        ik_why="source_query (no xmin to read)"
+    else
+        case $t_fks in *":null'"* | *":skip'"*) ik_why="a dangling-key policy (null or skip)" ;; esac
+    fi
+    if [ -z "$ik_why" ] && [ -n "$snap_xmin_source" ] && [ -n "$snap_xmin_target" ]; then
+        printf '{"source_xmin":"%s","target_xmin":"%s","plan":"%s"}\n' "$snap_xmin_source" \
+            "$snap_xmin_target" "$ik_plan" >"$run_dir/stats/$1.watermark.json"
+    fi
+    if [ -z "$ik_why" ]; then
+        if [ "$2" = 1 ]; then
+            ik_why="--full"
+        elif ! ik_wm=$(awk -F '\t' -v t="$1" '$1 == t { print $2, $3, $4; f = 1 } END { exit !f }' \
+            "$run_dir/tmp/watermarks" 2>/dev/null); then
+            ik_why="no watermark (first run, rejected rows, or the catalog changed)"
+        fi
+    fi
+    if [ -z "$ik_why" ]; then
+        # shellcheck disable=SC2086 # three words
+        set -- $ik_wm
+        ik_ws=$1 ik_wt=$2
+        case $ik_ws$ik_wt in '' | *[!0-9]*) ik_why="a malformed watermark" ;; esac
+        [ "$3" = "$ik_plan" ] || ik_why="the map's entry for the table changed"
+    fi
+    # A dangling foreign key is found in compute: a child whose parent lost
+    # rows is read in full (a row of its own that is unchanged may point there).
+    if [ -z "$ik_why" ]; then
+        for ik_p in $(map_prefixed "$map" "$ik_t" fk. | sed 's/^[^=]*=//'); do
+            [ "$ik_p" != "$ik_t" ] || continue
+            if [ ! -f "$run_dir/tmp/$ik_p.kset.n" ] ||
+                [ "$(incr_num "$run_dir/tmp/$ik_p.kdiff.json" delete)" != 0 ]; then
+                ik_why="its parent $ik_p is read in full or lost rows"
+                break
+            fi
+        done
+    fi
+    if [ -z "$ik_why" ]; then
+        incr_diff_keys "$ik_t" "$ik_ws" "$ik_wt" || ik_why="the keys could not be read incrementally (exit $id_rc)"
+    fi
+    if [ -z "$ik_why" ] && map_prefixed "$map" "$ik_t" fk. | sed 's/^[^=]*=//' | grep -qxF "$ik_t" &&
+        [ "$(incr_num "$ik_tmp.kdiff.json" delete)" != 0 ]; then
+        ik_why="it references itself and lost rows"
+    fi
+    if [ -z "$ik_why" ]; then
+        ik_n=$(awk '
+            function num(k,    m) { if (match($0, "\"" k "\": *[0-9]+")) { m = substr($0, RSTART, RLENGTH); sub(/.*: */, "", m); return m + 0 } return 0 }
+            { ch = num("insert") + num("update") + num("delete"); base = num("source_rows")
+              if (num("target_rows") > base) base = num("target_rows")
+              printf "%d %d %d\n", ch, num("unchanged"), (ch * 100 > base * pct) ? 1 : 0 }' \
+            pct="$incr_max_pct" "$ik_tmp.kdiff.json")
+        # shellcheck disable=SC2086 # three numbers
+        set -- $ik_n
+        if [ "$3" = 1 ]; then
+            ik_why="$1 keys changed, more than $incr_max_pct% of the rows"
+        else
+            printf '%s\n' "$2" >"$ik_tmp.kset.n"
+        fi
+    fi
+    if [ -n "$ik_why" ]; then
+        rm -f "$ik_tmp.kset.rs"
+        printf '{"compare":"full","reason":"%s"}\n' "$ik_why" >"$run_dir/stats/$ik_t.compare.json"
+    else
+        printf '{"compare":"incremental","keys":%s,"outside":%s}\n' "$1" "$2" \
+            >"$run_dir/stats/$ik_t.compare.json"
+    fi
+    dl_log INFO "$ik_t" compute "$(cat "$run_dir/stats/$ik_t.compare.json")"
+    return 0
+}
+
+# incr_num FILE KEY: a number from a one-line JSON object (0 when absent).
+incr_num() {
+    sed -n "s/.*\"$2\": *\([0-9]*\).*/\1/p" "$1" 2>/dev/null | awk '{ n = $1 + 0 } END { print n + 0 }'
+}
+
+# incr_diff_keys TABLE SOURCE_XMIN TARGET_XMIN: the keys-only merge of both
+# sides, each key marked changed ('s' source, 't' target) when its row's xmin
+# is not older than the side's watermark, into the change stream
+# tmp/TABLE.kset.rs: the keys to read in full (inserts, deletes, and rows
+# changed on either side). A watermark 2^31 transactions old or more, or newer
+# than the snapshot (another cluster), marks every row. Sets id_rc.
+incr_diff_keys() {
+    id_tmp=$run_dir/tmp/$1
+    # xmin is 32 bits: its age is taken modulo 2^32 from the snapshot's xmax,
+    # exact for every row that is not frozen and younger than 2^31 transactions.
+    id_new='((dl_s.x % 4294967296) - t.xmin::text::bigint + 4294967296) % 4294967296 <= dl_s.x - dl_s.w OR dl_s.x - dl_s.w NOT BETWEEN 0 AND 2147483647'
+    id_snap='(SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS x'
+    id_sel=$(awk -v sk="$t_sk" -v lk="$t_lk" 'BEGIN {
+        n = split(sk, s, ","); split(lk, l, ","); o = ""
+        for (i = 1; i <= n; i++) { a = s[i]; b = l[i]; gsub(/"/, "\"\"", a); gsub(/"/, "\"\"", b)
+            o = o (i > 1 ? ", " : "") "t.\"" a "\" AS \"" b "\"" }
+        print o }')
+    rm -f "$id_tmp".k1 "$id_tmp".k2 "$id_tmp".k3 "$id_tmp".k4
+    mkfifo "$id_tmp".k1 "$id_tmp".k2 "$id_tmp".k3 "$id_tmp".k4
+    bg_pids=
+    pgdump-rows --dsn-env "$source_env" --snapshot "$snap_source" --name "$1" --key "$t_lk" \
+        --query "SELECT $id_sel, CASE WHEN $id_new THEN 's' ELSE 'o' END AS dl_mark
+                 FROM $(sql_ident "$t_source") AS t, $id_snap, $2::bigint AS w) AS dl_s" \
+        >"$id_tmp".k1 2>>"$run_dir/log" &
+    bg_pids="$bg_pids $!"
+    rowhash <"$id_tmp".k1 >"$id_tmp".k2 &
+    bg_pids="$bg_pids $!"
+    pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name "$1" --key "$t_lk" \
+        --query "SELECT $(printf '%s' "$t_keysel" | sed 's/"\([^"]*\)"/t."\1"/g'), CASE WHEN $id_new THEN 't' ELSE 'o' END AS dl_mark
+                 FROM $(sql_ident "$1") AS t, $id_snap, $3::bigint AS w) AS dl_s
+                 WHERE $(printf '%s' "$t_keynotnull" | sed 's/"\([^"]*\)"/t."\1"/g')" \
+        >"$id_tmp".k3 2>>"$run_dir/log" &
+    bg_pids="$bg_pids $!"
+    rowhash <"$id_tmp".k3 >"$id_tmp".k4 &
+    bg_pids="$bg_pids $!"
+    id_rc=0
+    rowdiff --quiet --allow-all --table "$1" --stats "$id_tmp.kdiff.json" --output "$id_tmp.kset.rs" \
+        "$id_tmp".k2 "$id_tmp".k4 2>>"$run_dir/log" || id_rc=$?
+    # shellcheck disable=SC2086 # a list of PIDs
+    [ $id_rc -le 1 ] || pipe_stop $bg_pids
+    # shellcheck disable=SC2086
+    pipe_status $bg_pids
+    rm -f "$id_tmp".k1 "$id_tmp".k2 "$id_tmp".k3 "$id_tmp".k4
+    [ "$ps_first" -eq 0 ] || id_rc=$ps_first
+    [ $id_rc -le 1 ] || return 1
+    id_rc=0
+}
+
+# incr_use TABLE keys|rows: set dl_key_set and dl_outside for TABLE's
+# pipelines when it is compared incrementally. Its id map may be the key
+# set's only when no table of the map takes foreign keys to it.
+incr_use() {
+    dl_key_set=
+    dl_outside=
+    [ -f "$run_dir/tmp/$1.kset.n" ] || return 0
+    if [ "$2" = keys ] && awk -v t="$1" '
+        /^[ \t]*(#|$)/ { next }
+        { i = index($0, "="); k = substr($0, 1, i - 1); v = substr($0, i + 1)
+          gsub(/^[ \t]+|[ \t]+$/, "", k); gsub(/^[ \t]+|[ \t]+$/, "", v)
+          if (k ~ /^fk\./ && v == t) f = 1 }
+        END { exit !f }' "$map"; then
+        return 0
+    fi
+    dl_key_set=$run_dir/tmp/$1.kset.rs
+    dl_outside=$(cat "$run_dir/tmp/$1.kset.n")
 }
 
 # schema_check TABLE: pgverify --schema for one table (0, or 6 on drift).

@@ -30,6 +30,7 @@ enum {
     OPT_LEVEL,
     OPT_MAX_ROW,
     OPT_PROGRESS,
+    OPT_KEY_SET,
 };
 
 /* What the dump needs, and what only this program's main uses. */
@@ -61,9 +62,14 @@ usage(void)
            "                             generated ones too, in table order)\n"
            "  -w, --where SQL            only the rows matching this condition\n"
            "      --skip-null-keys       leave out rows whose key is NULL\n"
+           "      --key-set FILE         only the rows whose key is in FILE, a row\n"
+           "                             stream with the same key (looked up by\n"
+           "                             key in chunks, not a scan of the table)\n"
            "      --snapshot ID          read in this snapshot (from --export-snapshot)\n"
-           "      --export-snapshot      export a snapshot, print its ID, and hold it\n"
-           "                             until standard input reaches EOF, or SIGTERM\n"
+           "      --export-snapshot      export a snapshot, print its ID (and on a\n"
+           "                             second line its xmin, a 64-bit transaction\n"
+           "                             ID), and hold it until standard input reaches\n"
+           "                             EOF, or SIGTERM\n"
            "      --allow-row-security   dump what row security policies let the role\n"
            "                             see, instead of refusing\n"
            "  -o, --output FILE          write FILE (through a temp file and a rename)\n"
@@ -130,7 +136,7 @@ check_options(void)
     if (opt.export_snapshot) {
         if (opt.d.table != NULL || opt.d.query != NULL || opt.d.keys != NULL ||
             opt.d.columns != NULL || opt.d.where != NULL || opt.d.snapshot != NULL ||
-            opt.output != NULL || opt.d.name != NULL)
+            opt.output != NULL || opt.d.name != NULL || opt.d.key_set != NULL)
             return opt_usage_error("--export-snapshot takes no other option but --dsn-env");
         return 0;
     }
@@ -164,6 +170,7 @@ parse_options(int argc, char **argv)
         { "columns", required_argument, NULL, 'c' },
         { "where", required_argument, NULL, 'w' },
         { "skip-null-keys", no_argument, NULL, OPT_SKIP_NULL_KEYS },
+        { "key-set", required_argument, NULL, OPT_KEY_SET },
         { "snapshot", required_argument, NULL, OPT_SNAPSHOT },
         { "export-snapshot", no_argument, NULL, OPT_EXPORT_SNAPSHOT },
         { "allow-row-security", no_argument, NULL, OPT_ALLOW_RLS },
@@ -216,6 +223,11 @@ parse_options(int argc, char **argv)
             break;
         case OPT_SKIP_NULL_KEYS:
             opt.d.skip_null_keys = 1;
+            break;
+        case OPT_KEY_SET:
+            if ((rc = opt_refuse_password(optarg, "--key-set")) != 0)
+                return rc;
+            opt.d.key_set = optarg;
             break;
         case OPT_SNAPSHOT:
             if ((rc = opt_refuse_password(optarg, "--snapshot")) != 0)
@@ -270,15 +282,24 @@ export_snapshot(struct db *db)
 
     if ((rc = db_exec(db, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")) != 0)
         return rc;
-    if ((rc = db_query(db, &r, "export snapshot", "SELECT pg_catalog.pg_export_snapshot()", 0,
-                       NULL)) != 0)
+    /*
+     * The snapshot's xmin, with its epoch: every transaction before it had
+     * ended, so a later run reads the rows changed since this one as those
+     * whose xmin is not older (migrate's incremental compare). The txid
+     * functions exist on every server version driftless reads.
+     */
+    if ((rc = db_query(db, &r, "export snapshot",
+                       "SELECT pg_catalog.pg_export_snapshot(),"
+                       " pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())",
+                       0, NULL)) != 0)
         return rc;
-    if (db_ntuples(r) != 1 || db_nfields(r) != 1 || db_value(r, 0, 0) == NULL) {
+    if (db_ntuples(r) != 1 || db_nfields(r) != 2 || db_value(r, 0, 0) == NULL ||
+        db_value(r, 0, 1) == NULL) {
         db_result_free(r);
         return err_msg(EXIT_DB, "export snapshot: unexpected result");
     }
-    /* One line, flushed now: the caller reads it while we hold the transaction. */
-    if (printf("%s\n", db_value(r, 0, 0)) < 0 || fflush(stdout) != 0) {
+    /* Two lines, flushed now: the caller reads them while we hold the transaction. */
+    if (printf("%s\n%s\n", db_value(r, 0, 0), db_value(r, 0, 1)) < 0 || fflush(stdout) != 0) {
         db_result_free(r);
         return err_sys(EXIT_IO, "could not write the snapshot ID");
     }
@@ -307,7 +328,10 @@ dump(struct db *db)
         fd = out.fd;
     }
     db_cancel_on_signal(db);
-    rc = dump_copy_rows(db, &opt.d, &plan, fd, fd == STDOUT_FILENO ? "stdout" : opt.output);
+    if (opt.d.key_set != NULL)
+        rc = dump_key_set_rows(db, &opt.d, &plan, fd, fd == STDOUT_FILENO ? "stdout" : opt.output);
+    else
+        rc = dump_copy_rows(db, &opt.d, &plan, fd, fd == STDOUT_FILENO ? "stdout" : opt.output);
     db_cancel_forget(db);
     if (rc != 0)
         goto done;

@@ -410,13 +410,13 @@ json_field() {
     run -0 apply --install-state
     run -0 apply --install-state
     run -0 tgt -c "SELECT count(*) FROM driftless.schema_version"
-    assert_output 2
+    assert_output 3
     run -0 tgt -c "SELECT count(*) FROM pg_class WHERE relnamespace = 'driftless'::regnamespace
                    AND relkind IN ('r', 'p') AND NOT relrowsecurity"
     assert_output 0
     run -0 tgt -c "SELECT count(*) FROM pg_class WHERE relnamespace = 'driftless'::regnamespace
                    AND relkind = 'r'"
-    assert_output 8
+    assert_output 9
     run -0 psql_super target -c "SELECT r, p FROM unnest(ARRAY['anon', 'authenticated',
         'service_role', 'public']) r, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) p,
         pg_class c WHERE c.relnamespace = 'driftless'::regnamespace AND c.relkind = 'r'

@@ -127,7 +127,7 @@ psql_csv() {
     run -0 --separate-stderr pgdump-rows --help
     assert_equal "$stderr" ""
     assert_line --index 0 --partial "Usage: pgdump-rows"
-    for o in --dsn-env --table --query --name --key --columns --where --skip-null-keys \
+    for o in --dsn-env --table --query --name --key --columns --where --skip-null-keys --key-set \
         --snapshot --export-snapshot --allow-row-security --output --level --max-row-bytes \
         --progress --help --version; do
         assert_output --partial -- "$o"
@@ -347,8 +347,10 @@ psql_csv() {
         [[ -s $dir/id ]] && break
         sleep 0.1
     done
-    id="$(cat "$dir/id")"
+    id="$(head -n 1 "$dir/id")"
     [[ $id =~ ^[0-9A-F]+-[0-9A-F]+-[0-9]+$ ]]
+    # The second line is the snapshot's xmin, a 64-bit transaction ID.
+    [[ $(sed -n 2p "$dir/id") =~ ^[0-9]+$ ]]
     psql_as legacy_owner legacy -c "INSERT INTO public.snap VALUES (4, 'late')"
     run -0 --separate-stderr dump_csv --table public.snap --key id --snapshot "$id"
     assert_output "$(printf '%s\n' 1,a 2,b 3,c)"
@@ -454,4 +456,28 @@ psql_csv() {
     run -3 --separate-stderr bash -c \
         'pgdump-rows --dsn-env SOURCE_DATABASE_URL --table public.ikeys --key id >/dev/full'
     [[ $stderr == *"could not write"* ]]
+}
+
+@test "--key-set dumps only the rows of a key set, in key order; a set with another key exits 4" {
+    local d="$BATS_TEST_TMPDIR"
+    pgdump-rows --dsn-env SOURCE_DATABASE_URL --query "SELECT k FROM public.tkeys WHERE v IN (2, 4, 6, 8)" \
+        --name public.tkeys --key k --output "$d/tset.rs"
+    run -0 --separate-stderr dump_csv --table public.tkeys --key k --key-set "$d/tset.rs"
+    assert_output "$(printf '%s\n' B,2 ab,8 b,4 é,6)"
+    # Integer keys, looked up as numbers; keys absent from the table are no rows.
+    pgdump-rows --dsn-env SOURCE_DATABASE_URL --query "SELECT g AS id FROM generate_series(-5, 3) g" \
+        --name ids --key id --output "$d/iset.rs"
+    run -0 --separate-stderr dump_csv --table public.ikeys --key id --key-set "$d/iset.rs"
+    assert_output "$(printf '%s\n' '-5,minus five' '-1,minus one' 0,zero 1,one 2,two)"
+    # A composite key.
+    pgdump-rows --dsn-env SOURCE_DATABASE_URL --query "SELECT i, t FROM public.ckeys ORDER BY i, t LIMIT 2" \
+        --name public.ckeys --key i,t --output "$d/cset.rs"
+    run -0 --separate-stderr dump_csv --table public.ckeys --key i,t --key-set "$d/cset.rs"
+    assert_equal "${#lines[@]}" 2
+    run -4 --separate-stderr pgdump-rows --dsn-env SOURCE_DATABASE_URL --table public.ikeys --key id \
+        --key-set "$d/tset.rs"
+    [[ $stderr == *"key set"* ]]
+    # A truncated key set: no trailer on the output, exit 4.
+    head -c 40 "$d/iset.rs" >"$d/cut.rs"
+    run -4 --separate-stderr dump_csv --table public.ikeys --key id --key-set "$d/cut.rs"
 }

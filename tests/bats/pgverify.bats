@@ -447,7 +447,7 @@ SQL
         [[ -s $dir/id ]] && break
         sleep 0.1
     done
-    id="$(cat "$dir/id")"
+    id="$(head -n 1 "$dir/id")"
     psql_as legacy_owner legacy -c "UPDATE public.same SET v = 'later' WHERE k = 'a b'"
     run -1 --separate-stderr pgverify --source-env SOURCE_DATABASE_URL \
         --target-env TARGET_DATABASE_URL --table public.same --key k
