@@ -29,6 +29,10 @@ starts and removes; and idmap's peak memory per map entry.
   --rows N     rows of the largest table, order_items (default 1000000;
                100000 is quick); customers and shipments get N/10, orders
                3N/10, products N/100
+  --shared-buffers SIZE
+               the server's shared_buffers (default 256MB; pgscratch's
+               32MB, sized for many test clusters at once, holds too little
+               of a 1M-row table's indexes to say how a real server applies)
   --keep       leave the scratch cluster and the run directories, and say
                where they are and how to stop the cluster
   -h, --help   show this help and exit
@@ -41,6 +45,7 @@ Exit status: 0 every goal met, 1 a goal missed, 2 usage error,
 EOF
 }
 
+shared_buffers=256MB
 while (($# > 0)); do
     case $1 in
     -h | --help)
@@ -53,6 +58,12 @@ while (($# > 0)); do
         shift 2
         ;;
     --rows=*) rows=$(positive_int --rows "${1#*=}") && shift ;;
+    --shared-buffers)
+        (($# >= 2)) || usage_error "option '$1' requires an argument"
+        [[ $2 =~ ^[0-9]+(kB|MB|GB)$ ]] || usage_error "--shared-buffers: not a size like 256MB: $2"
+        shared_buffers=$2
+        shift 2
+        ;;
     --keep)
         keep=1
         shift
@@ -112,7 +123,7 @@ echo "$prog: migrate of five tables (order_items $ni, orders $no, customers $nc,
 echo "start:    $(date -u +%Y-%m-%dT%H:%M:%SZ), load average $load_start, $(nproc) cores"
 echo "binaries: $BIN and $REPO/scripts (copied to the work directory at the start)"
 
-out=$("$PGSCRATCH" start "$SCRATCH_DIR") || die 5 "could not start a scratch cluster in $SCRATCH_DIR"
+out=$("$PGSCRATCH" start -c "shared_buffers=$shared_buffers" "$SCRATCH_DIR") || die 5 "could not start a scratch cluster in $SCRATCH_DIR"
 started=1
 eval "$out"
 echo "cluster:  $SCRATCH_DIR ($("$PGBIN/postgres" --version))"
@@ -413,7 +424,7 @@ fig() {
     printf '  %-52s %10s  %s\n' "$1" "$2" "${3:-}"
 }
 echo
-echo "figures: (order_items $ni rows; load average $load_start at start, $load_end at end, $(nproc) cores)"
+echo "figures: (order_items $ni rows; shared_buffers $shared_buffers; load average $load_start at start, $load_end at end, $(nproc) cores)"
 fig "R    every table, both sides, COPY side by side" "$(secs "$r_med") s" "(median of 3)"
 fig "M0   migrate, first run, no drift" "$(secs "$m0_us") s" "(fills the crosswalk; no goal)"
 fig "M1   migrate after 1% drift" "$(secs "$m1_us") s"

@@ -23,7 +23,7 @@ keep=0
 
 usage() {
     cat <<EOF
-Usage: $prog [--rows N] [--runs N] [--keep]
+Usage: $prog [--rows N] [--runs N] [--shared-buffers SIZE] [--keep]
 Time scripts/migrate on one table after 1% and after 10% drift, against both
 tables read side by side and against TRUNCATE + COPY of the target, on a
 scratch cluster this script starts and removes.
@@ -32,6 +32,10 @@ scratch cluster this script starts and removes.
   --runs N     migrate rounds per drift size, each after a fresh drift; the
                median is reported (default 1). The reads and TRUNCATE + COPY
                take the median of max(3, N) rounds.
+  --shared-buffers SIZE
+               the server's shared_buffers (default 256MB; pgscratch's
+               32MB, sized for many test clusters at once, holds too little
+               of a 1M-row table's indexes to say how a real server applies)
   --keep       leave the scratch cluster and the run directories, and say
                where they are and how to stop the cluster
   -h, --help   show this help and exit
@@ -44,6 +48,7 @@ Exit status: 0 every goal met, 1 a goal missed, 2 usage error,
 EOF
 }
 
+shared_buffers=256MB
 while (($# > 0)); do
     case $1 in
     -h | --help)
@@ -57,6 +62,12 @@ while (($# > 0)); do
         ;;
     --rows=*) rows=$(positive_int --rows "${1#*=}") && shift ;;
     --runs=*) runs=$(positive_int --runs "${1#*=}") && shift ;;
+    --shared-buffers)
+        (($# >= 2)) || usage_error "option '$1' requires an argument"
+        [[ $2 =~ ^[0-9]+(kB|MB|GB)$ ]] || usage_error "--shared-buffers: not a size like 256MB: $2"
+        shared_buffers=$2
+        shift 2
+        ;;
     --keep)
         keep=1
         shift
@@ -130,7 +141,8 @@ echo "binaries: $BIN and $REPO/scripts (copied to the work directory at the star
 echo "memory:   peak RSS of every program migrate starts, from /usr/bin/time -f %M (PATH shim)"
 
 # Every statement's duration goes to the server log: where the server's time goes.
-out=$("$PGSCRATCH" start -c log_min_duration_statement=0 -c "log_line_prefix=%m [%p] app=%a " \
+out=$("$PGSCRATCH" start -c "shared_buffers=$shared_buffers" -c log_min_duration_statement=0 \
+    -c "log_line_prefix=%m [%p] app=%a " \
     "$SCRATCH_DIR") || die 5 "could not start a scratch cluster in $SCRATCH_DIR"
 started=1
 eval "$out"
@@ -609,7 +621,7 @@ fig() {
 }
 
 echo
-echo "figures: ($rows rows; migrate: median of $runs round(s) per drift; R and T: median of $rounds; $note)"
+echo "figures: ($rows rows; migrate: median of $runs round(s) per drift; R and T: median of $rounds; shared_buffers $shared_buffers; $note)"
 fig "R    both tables COPY TO STDOUT side by side" "$(secs "$r_med") s" \
     "(legacy $(secs "$(median "${r_src[@]}")") s, target $(secs "$(median "${r_tgt[@]}")") s)"
 fig "T    TRUNCATE + COPY of the target" "$(secs "$t_med") s" \
