@@ -74,7 +74,7 @@ unit: $(UNIT_BINS)
 # Under the sanitizers the suites that only drive shell scripts are left out:
 # the programs they run are exercised by migrate.bats and the program suites,
 # and CI has 90 minutes for both builds.
-BATS_SCRIPT_ONLY := sync schedule analyze doctor report audit fixture scratch demo docs
+BATS_SCRIPT_ONLY := sync schedule analyze doctor report audit fixture scratch demo docs make rollback
 ifeq ($(SAN),1)
 BATS_FILES := $(filter-out $(BATS_SCRIPT_ONLY:%=tests/bats/%.bats),$(wildcard tests/bats/*.bats))
 else
