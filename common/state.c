@@ -148,6 +148,29 @@ static const struct migration migrations[] = {
       "    target_fingerprint text,\n"
       "    recorded_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()\n"
       ");\n" },
+    /*
+     * Row images in text form (state.h): row_image_sql is their one
+     * definition, for pgapply and scripts/rollback alike. runs.image_form is
+     * 'text' for the runs begun from now on (the default) and stays NULL for
+     * the runs before, whose images were to_jsonb(row), not exact: rollback
+     * refuses those.
+     */
+    { 4, "text images",
+      "ALTER TABLE @S@.runs ADD COLUMN image_form text;\n"
+      "ALTER TABLE @S@.runs ALTER COLUMN image_form SET DEFAULT 'text';\n"
+      "CREATE FUNCTION @S@.row_image_sql(rel pg_catalog.regclass, alias pg_catalog.text)\n"
+      "RETURNS pg_catalog.text LANGUAGE sql STABLE STRICT SET search_path = pg_catalog AS $f$\n"
+      "SELECT coalesce(string_agg(c.chunk, ' || ' ORDER BY c.n), '''{}''::pg_catalog.jsonb')\n"
+      "FROM (SELECT (a.i - 1) / 50 AS n, 'pg_catalog.jsonb_build_object('\n"
+      "          || string_agg(format('%L, (%I.%I)::pg_catalog.text',\n"
+      "                               a.attname, alias, a.attname), ', ' ORDER BY a.i)\n"
+      "          || ')' AS chunk\n"
+      "      FROM (SELECT attname, row_number() OVER (ORDER BY attnum) AS i FROM pg_attribute\n"
+      "            WHERE attrelid = rel AND attnum > 0 AND NOT attisdropped) AS a\n"
+      "      GROUP BY 1) AS c\n"
+      "$f$;\n"
+      "REVOKE ALL ON FUNCTION @S@.row_image_sql(pg_catalog.regclass, pg_catalog.text)\n"
+      "    FROM PUBLIC;\n" },
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -669,5 +692,31 @@ state_fingerprint(struct db *d, char *const *tables, int ntables, const char *ex
     }
     db_result_free(r);
     buf_free(&arr);
+    return rc;
+}
+
+int
+state_row_image_sql(struct db *d, const char *schema, const char *rel_oid, const char *alias,
+                    char **out)
+{
+    struct db_result *r = NULL;
+    const char *params[2] = { rel_oid, alias };
+    struct buf sql;
+    char *qs = db_quote_ident(d, schema);
+    int rc;
+
+    *out = NULL;
+    buf_init(&sql);
+    buf_printf(&sql, "SELECT %s.row_image_sql($1::pg_catalog.oid, $2)", qs);
+    rc = db_query(d, &r, "state schema: row image", sql.data, 2, params);
+    if (rc == 0) {
+        if (db_ntuples(r) == 1 && db_value(r, 0, 0) != NULL)
+            *out = xstrdup(db_value(r, 0, 0));
+        else
+            rc = err_msg(EXIT_INTERNAL, "state schema: row image: no expression returned");
+    }
+    db_result_free(r);
+    buf_free(&sql);
+    free(qs);
     return rc;
 }

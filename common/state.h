@@ -33,10 +33,22 @@
  * - changes is indexed by its primary key (stream_checksum, table_name,
  *   legacy_key) only: a run's changes are found through its batches
  *   (batches.run_id -> stream_checksum, table_name), then filtered on run_id.
- * - after_hash is md5(to_jsonb(row)::text) of the whole row as stored
- *   (RETURNING, after BEFORE triggers and generated columns), computed in a
- *   session with driftless's pinned settings (TimeZone UTC, extra_float_digits
- *   3): a later check of the current row uses STATE_ROW_HASH_SQL the same way.
+ * - Row images (since version 3): changes.before_image is a jsonb object
+ *   mapping every column of the row (generated ones included) to its text
+ *   form, (col)::text, SQL NULL as JSON null: exact for every type, where
+ *   to_jsonb(row) could not tell a json null from NULL, rewrote json text and
+ *   dropped array bounds. A restore casts each text back to its column's type
+ *   ((img ->> 'c')::type) and writes the columns that are not generated; the
+ *   generated ones are computed again and checked by the hash. The expression
+ *   is built in one place, the state function row_image_sql(table, alias)
+ *   (state_row_image_sql), because scripts/rollback builds its SQL in the
+ *   target too. The text forms hold under driftless's pinned session settings
+ *   (db.c: DateStyle, IntervalStyle, extra_float_digits, bytea_output,
+ *   lc_monetary, TimeZone); every reader sets them as well.
+ * - after_hash is md5(image::text) of the row as stored (RETURNING, after
+ *   BEFORE triggers and generated columns): STATE_ROW_HASH_SQL; a later check
+ *   of the current row hashes the same way. Runs before version 3
+ *   (runs.image_form NULL) hashed md5(to_jsonb(row)::text).
  */
 #ifndef DRIFTLESS_STATE_H
 #define DRIFTLESS_STATE_H
@@ -49,10 +61,13 @@
 #define STATE_DEFAULT_SCHEMA "driftless"
 
 /* The migration this build brings the state schema up to. */
-#define STATE_VERSION 3
+#define STATE_VERSION 4
 
-/* printf format of the row hash; %s is a row alias, e.g. "t". */
-#define STATE_ROW_HASH_SQL "pg_catalog.md5(pg_catalog.to_jsonb(%s)::text)"
+/* The migration that brought row images in text form (row_image_sql). */
+#define STATE_IMAGE_VERSION 3
+
+/* printf format of the row hash; %s is a row image expression (state_row_image_sql). */
+#define STATE_ROW_HASH_SQL "pg_catalog.md5((%s)::pg_catalog.text)"
 
 /* Run statuses (runs.status). */
 #define STATE_RUN_RUNNING     "running"
@@ -128,6 +143,16 @@ int state_fingerprint(struct db *d, char *const *tables, int ntables, const char
  * (e.g. "t.\"legacy_id\"") to out: see "legacy_key" above.
  */
 void state_legacy_key_sql(struct buf *out, const char *const *exprs, int n);
+
+/*
+ * The row image expression ("Row images" above) of the table with oid rel_oid
+ * over the row alias alias, from the state's row_image_sql (the state schema
+ * must be at STATE_IMAGE_VERSION or later): *out is malloc'd. Columns are
+ * qualified by the alias, so a column named like the alias is no ambiguity.
+ * Returns 0 or an exit code.
+ */
+int state_row_image_sql(struct db *d, const char *schema, const char *rel_oid, const char *alias,
+                        char **out);
 
 /* Append s as a PostgreSQL array element literal list "{...}" of text. */
 void state_text_array(struct buf *out, char *const *items, int n);

@@ -447,7 +447,7 @@ fast_upsert_sql(const struct ctx *c)
         buf_puts(&su, "NULL::uuid");
         buf_puts(&sn, "NULL::uuid");
     }
-    buf_printf(&b, "WITH x AS (SELECT b.*, pg_catalog.to_jsonb(t) AS _img, t.%s AS _u, ", uq);
+    buf_printf(&b, "WITH x AS (SELECT b.*, %s AS _img, t.%s AS _u, ", c->t->img, uq);
     key_text_t(&b, c, "t");
     buf_printf(&b, " AS _lk FROM %s AS t JOIN %s AS b ON ", c->t->qname, c->tbatch);
     join_cond(&b, c, "t", "b");
@@ -468,7 +468,7 @@ fast_upsert_sql(const struct ctx *c)
                su.data, uq);
     key_text_t(&b, c, "t");
     buf_puts(&b, " AS lk, ");
-    buf_printf(&b, STATE_ROW_HASH_SQL, "t");
+    buf_printf(&b, STATE_ROW_HASH_SQL, c->t->img);
     buf_puts(&b, " AS h), ");
 
     /* the rows not found, with their crosswalk UUID; code 5 of the check */
@@ -499,7 +499,7 @@ fast_upsert_sql(const struct ctx *c)
     buf_printf(&b, " RETURNING t.%s AS u, ", uq);
     key_text_t(&b, c, "t");
     buf_puts(&b, " AS lk, ");
-    buf_printf(&b, STATE_ROW_HASH_SQL, "t");
+    buf_printf(&b, STATE_ROW_HASH_SQL, c->t->img);
     buf_puts(&b, " AS h), ");
     /* code 7: a UUID the crosswalk holds under another key fails on driftless_crosswalk_uuid */
     buf_printf(&b,
@@ -552,9 +552,8 @@ build_statements(struct ctx *c)
     /* Lock and read the before-images. */
     for (int del = 0; del < 2; del++) {
         buf_reset(&b);
-        buf_printf(
-            &b, "INSERT INTO %s (_rec, img, u, lk, owned) SELECT b._rec, pg_catalog.to_jsonb(t), ",
-            c->tbefore);
+        buf_printf(&b, "INSERT INTO %s (_rec, img, u, lk, owned) SELECT b._rec, %s, ", c->tbefore,
+                   c->t->img);
         uuid_t(&b, c, "t");
         buf_puts(&b, ", ");
         key_text_row(&b, c, "t", "b");
@@ -654,7 +653,7 @@ build_statements(struct ctx *c)
     buf_puts(&b, " AS u, ");
     key_text_row(&b, c, "t", "b");
     buf_puts(&b, " AS lk, ");
-    buf_printf(&b, STATE_ROW_HASH_SQL, "t");
+    buf_printf(&b, STATE_ROW_HASH_SQL, c->t->img);
     buf_printf(&b,
                " AS h) INSERT INTO %s.changes %s SELECT $4::bigint, $3, $5, $6, $7::integer, 'U',"
                " u.lk, u.u, x.img, u.h FROM u JOIN %s AS x ON x._rec = u.rec",
@@ -718,7 +717,7 @@ build_statements(struct ctx *c)
             key_text_t(&b, c, "t");
             buf_puts(&b, " AS lk, ");
         }
-        buf_printf(&b, STATE_ROW_HASH_SQL, "t");
+        buf_printf(&b, STATE_ROW_HASH_SQL, c->t->img);
         buf_puts(&b, " AS h)");
         if (cw)
             buf_puts(&b, ", j AS (SELECT s._lk AS lk, i.u, i.h FROM i JOIN s ON s._u = i.u)");
@@ -760,7 +759,7 @@ build_statements(struct ctx *c)
     uuid_t(&b, c, "t");
     buf_puts(&b, " AS u, ");
     key_text_row(&b, c, "t", "b");
-    buf_puts(&b, " AS lk, pg_catalog.to_jsonb(t) AS img)");
+    buf_printf(&b, " AS lk, %s AS img)", c->t->img);
     if (c->t->integer_mode)
         buf_printf(&b,
                    ", o AS (DELETE FROM %s.owned_keys AS o USING d"

@@ -138,6 +138,8 @@ struct target {
     int reg_same_keys; /* ... with the stream's key columns */
     char *reg_uuid;    /* ... and this uuid_column (NULL: integer keys) */
     char *reg_keys;    /* its key columns, "a, b", for messages */
+    /* the row image over alias t (state_row_image_sql); NULL::jsonb without a state to read */
+    char *img;
 };
 
 /* Look up the target table and match it with the stream. Returns 0 or a code. */

@@ -544,6 +544,13 @@ target_describe(struct db *d, struct target *t, const struct spool *s, const str
 
     if ((rc = load_columns(d, t, oid)) != 0)
         goto done;
+    /* A dry run on an older state records nothing: no image needed. */
+    if (state_version >= STATE_IMAGE_VERSION)
+        rc = state_row_image_sql(d, o->schema, oid, "t", &t->img);
+    else
+        t->img = xstrdup("NULL::pg_catalog.jsonb");
+    if (rc != 0)
+        goto done;
     if ((rc = load_registry(d, t, s, o, state_version)) != 0)
         goto done;
     if ((rc = map_keys(t, s, o)) != 0)
@@ -585,6 +592,7 @@ target_free(struct target *t)
         free(t->cols[i].cast);
     }
     free(t->cols);
+    free(t->img);
     if (t->key_cast != NULL)
         for (int k = 0; t->key_cast[k] != NULL; k++)
             free(t->key_cast[k]);

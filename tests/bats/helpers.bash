@@ -83,6 +83,6 @@ psql_as() {
 checksum_table() {
     local db="$1" table="$2"
     psql_super "$db" -c "SELECT md5(count(*)::text || E'\\n' ||
-        coalesce(string_agg(t::text, E'\\n' ORDER BY t::text COLLATE \"C\"), ''))
+        coalesce(string_agg((t.*)::text, E'\\n' ORDER BY (t.*)::text COLLATE \"C\"), ''))
         FROM $table AS t"
 }

@@ -315,7 +315,7 @@ uuids() {
                    FROM driftless.changes ORDER BY legacy_key::int"
     assert_output $'U|5|Zentral – Mitte|t\nD|6|Antarctica|f\nI|7||t\nI|8||t'
     run -0 tgt -c "SELECT count(*) FROM driftless.changes c JOIN public.regions r ON r.id = c.uuid
-                   WHERE c.after_hash = md5(to_jsonb(r)::text)"
+                   WHERE c.after_hash = md5(jsonb_build_object('id', r.id::text, 'name', r.name)::text)"
     assert_output 3
     # a second compute finds nothing to do, after the run directory is gone
     rm -f ./*.rs

@@ -145,12 +145,20 @@ json_field() {
     run -0 tgt -c "SELECT op, legacy_key, before_image IS NOT NULL, after_hash IS NOT NULL
                    FROM driftless.changes ORDER BY legacy_key::int"
     assert_output $'U|3|t|t\nU|4|t|t\nD|5|t|f\nD|6|t|f\nI|31|f|t\nI|32|f|t'
-    run -0 tgt -c "SELECT count(*) FROM driftless.changes c JOIN public.users u
-                   ON u.legacy_id::text = c.legacy_key
-                   WHERE c.after_hash = md5(to_jsonb(u)::text) AND c.uuid = u.id"
+    # the after-hash: md5 of the row's image, every column's text form (NULL: JSON null)
+    run -0 tgt -c "SET TimeZone = 'UTC'" -c "SET DateStyle = 'ISO, MDY'" \
+        -c "SELECT count(*) FROM driftless.changes c JOIN public.users u ON u.legacy_id::text = c.legacy_key
+                   WHERE c.after_hash = md5(jsonb_build_object('id', u.id::text,
+                       'legacy_id', u.legacy_id::text, 'email', u.email, 'name', u.name,
+                       'age', u.age::text, 'name_len', u.name_len::text,
+                       'created_at', u.created_at::text, 'updated_at', u.updated_at::text)::text)
+                   AND c.uuid = u.id"
     assert_output 4
     run -0 tgt -c "SELECT (before_image->>'name') FROM driftless.changes WHERE legacy_key = '3'"
     assert_output "name 3"
+    run -0 tgt -c "SELECT before_image->>'age', before_image->>'name_len' FROM driftless.changes
+                   WHERE legacy_key = '4'"
+    assert_output "4|6"
     run -0 tgt -c "SELECT status, exit_code, resumed FROM driftless.runs"
     assert_output "ok|0|f"
 }
@@ -410,7 +418,7 @@ json_field() {
     run -0 apply --install-state
     run -0 apply --install-state
     run -0 tgt -c "SELECT count(*) FROM driftless.schema_version"
-    assert_output 3
+    assert_output 4
     run -0 tgt -c "SELECT count(*) FROM pg_class WHERE relnamespace = 'driftless'::regnamespace
                    AND relkind IN ('r', 'p') AND NOT relrowsecurity"
     assert_output 0
@@ -542,6 +550,13 @@ json_field() {
     local want="$output"
     run -0 bash -c "rowcat --csv t2.rs | md5sum"
     assert_output "$want"
+    # The after-hashes are of the rows, not of their column t (the row alias).
+    run -0 tgt -c "SET TimeZone = 'UTC'" -c "SET DateStyle = 'ISO, MDY'" -c "SET extra_float_digits = 3" \
+        -c "SELECT count(*) FROM driftless.changes c JOIN public.odd o ON o.id = c.uuid
+        WHERE c.after_hash = md5(jsonb_build_object('id', o.id::text, 'legacy_id', o.legacy_id::text,
+            't', o.t, 'b', o.b::text, 'j', o.j::text, 'a', o.a::text, 'n', o.n::text,
+            'ts', o.ts::text, 'd', o.d::text, 'f', o.f::text)::text)"
+    assert_output 5
 }
 
 @test "pgapply: --phase upsert then --phase delete converge; the set-aside row waits" {

@@ -1,12 +1,13 @@
 #!/usr/bin/env bats
 # scripts/rollback on the shop fixture plus a table of awkward values (public.odd:
 # NULL, '', 'NULL', tabs, newlines, backslashes, unicode, every byte, jsonb,
-# arrays with NULLs, 30-digit numerics, infinities, NaN; an identity, a
-# generated column and an updated_at trigger in the target). The target is
-# reached as target_owner; every result is checked with SQL: the checksums of
-# every table (and of the crosswalk) before a run and after its rollback.
-# No column of public.odd is named t: pgapply's hash, to_jsonb(t), would read
-# such a column instead of the row (noted for pgapply).
+# a JSON null and an SQL NULL in jsonb and in json, json text with odd spacing
+# and duplicate keys, arrays with NULLs and with lower bounds other than 1,
+# 30-digit numerics, infinities, NaN; an identity, a generated column and an
+# updated_at trigger in the target) and a table with a column named t (the
+# alias of the row in the images' SQL: public.tcol). The target is reached as
+# target_owner; every result is checked with SQL: the checksums of every table
+# (and of the crosswalk) before a run and after its rollback.
 
 load helpers
 
@@ -29,16 +30,27 @@ setup_file() {
         INSERT INTO public.odd SELECT 5, 'every byte',
             (SELECT string_agg(set_byte('\\x00'::bytea, 0, g), ''::bytea ORDER BY g)
              FROM generate_series(0, 255) g), '[1, 2.50, true, null]', '{NULL}', 1e-30, 'Infinity',
-            '1999-12-31 23:59:59.999999+00', '1970-01-01'" >/dev/null
+            '1999-12-31 23:59:59.999999+00', '1970-01-01';
+        ALTER TABLE public.odd ADD COLUMN js json, ADD COLUMN ia int[];
+        UPDATE public.odd SET js = '{\"a\": 1}', ia = '{1,2}' WHERE id = 2;
+        INSERT INTO public.odd (id, txt, j, js, ia) VALUES
+            (6, 'json null', 'null', ' { \"b\" : 1,  \"a\":2, \"a\" : [ 3 ] } ', '[0:2]={1,2,3}'),
+            (7, 'json null too', NULL, 'null', '[-2:-1]={NULL,7}')" >/dev/null
+    psql_as legacy_owner legacy -c "CREATE TABLE public.tcol (id int PRIMARY KEY, t text, n int);
+        GRANT SELECT ON public.tcol TO legacy_reader;
+        INSERT INTO public.tcol VALUES (1, 'one', 1), (2, 'two', 2), (3, NULL, 3)" >/dev/null
     psql_as target_owner target -c "CREATE TABLE public.odd (
             id uuid PRIMARY KEY DEFAULT gen_random_uuid(), legacy_id int UNIQUE,
             txt text, b bytea, j jsonb, a text[], n numeric, f float8, ts timestamptz, d date,
-            seq bigint GENERATED ALWAYS AS IDENTITY,
+            js json, ia int[], seq bigint GENERATED ALWAYS AS IDENTITY,
             txt_len int GENERATED ALWAYS AS (length(txt)) STORED,
             updated_at timestamptz DEFAULT now());
         CREATE TRIGGER odd_updated_at BEFORE UPDATE ON public.odd
             FOR EACH ROW EXECUTE FUNCTION extensions.moddatetime(updated_at);
-        ALTER TABLE public.odd ENABLE ROW LEVEL SECURITY" >/dev/null
+        ALTER TABLE public.odd ENABLE ROW LEVEL SECURITY;
+        CREATE TABLE public.tcol (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+            legacy_id int UNIQUE, t text, n int);
+        ALTER TABLE public.tcol ENABLE ROW LEVEL SECURITY" >/dev/null
     cat >>"$MAP" <<'EOF'
 
 [public.odd]
@@ -46,7 +58,15 @@ source      = public.odd
 legacy_key  = legacy_id
 source_key  = id
 uuid_column = id
-columns     = txt, b, j, a, n, f, ts, d
+columns     = txt, b, j, a, n, f, ts, d, js, ia
+mapping     = column
+
+[public.tcol]
+source      = public.tcol
+legacy_key  = legacy_id
+source_key  = id
+uuid_column = id
+columns     = t, n
 mapping     = column
 EOF
     # The first run registers every table and fills public.odd.
@@ -64,7 +84,7 @@ setup() {
 # checksums: every target table and the crosswalk, one line each.
 checksums() {
     local t
-    for t in regions customers orders order_items employees stores product_tags events odd; do
+    for t in regions customers orders order_items employees stores product_tags events odd tcol; do
         printf '%s %s\n' "$t" "$(checksum_table target "public.$t")"
     done
     printf 'crosswalk %s\n' "$(checksum_table target driftless.crosswalk)"
@@ -72,8 +92,9 @@ checksums() {
         E'\\n' ORDER BY table_name || ' ' || legacy_key COLLATE \"C\")) FROM driftless.owned_keys")"
 }
 
-# odd_drift: change the awkward rows in the source: other awkward values, a
-# delete, an insert.
+# odd_drift: change the awkward rows in the source: other awkward values,
+# updates of rows with JSON nulls, json text and array bounds (their
+# before-images), deletes, inserts; in public.tcol too.
 odd_drift() {
     psql_as legacy_owner legacy -c "
         UPDATE public.odd SET txt = E'back\\\\slash\\nand\\ttab', a = '{NULL,NULL}', n = 'NaN',
@@ -81,9 +102,19 @@ odd_drift() {
         UPDATE public.odd SET b = (SELECT string_agg(set_byte('\\x00'::bytea, 0, g), ''::bytea
             ORDER BY g DESC) FROM generate_series(0, 255) g), d = 'infinity' WHERE id = 5;
         UPDATE public.odd SET txt = 'not NULL any more' WHERE id = 1;
-        DELETE FROM public.odd WHERE id = 3;
+        UPDATE public.odd SET txt = 'changed' WHERE id = 6;
+        DELETE FROM public.odd WHERE id IN (3, 7);
         INSERT INTO public.odd VALUES (9, E'new\\r\\n', '\\xdeadbeef', 'null', '{\"\"}',
-            99999999999999999999999999999.99, 0, 'epoch', 'epoch')" >/dev/null
+            99999999999999999999999999999.99, 0, 'epoch', 'epoch');
+        UPDATE public.tcol SET t = 'uno' WHERE id = 1;
+        DELETE FROM public.tcol WHERE id = 2;
+        INSERT INTO public.tcol VALUES (4, 'four', 4)" >/dev/null
+}
+
+# odd_values: the values that to_jsonb would not keep, as the target holds them.
+odd_values() {
+    psql_super target -c "SELECT legacy_id, j IS NULL, j::text, js IS NULL, js::text, ia::text
+        FROM public.odd WHERE legacy_id IN (1, 6, 7) ORDER BY legacy_id"
 }
 
 # run_id DIR: the run id that migrate recorded in its run directory.
@@ -95,6 +126,12 @@ run_id() {
     before=$(checksums)
     uuid3=$(psql_super target -c "SELECT id FROM public.odd WHERE legacy_id = 3")
     [[ -n $uuid3 ]]
+    # An SQL NULL and a JSON null in jsonb and json, json text as written, array bounds.
+    run -0 odd_values
+    assert_output '1|t||t||
+6|f|null|f| { "b" : 1,  "a":2, "a" : [ 3 ] } |[0:2]={1,2,3}
+7|t||f|null|[-2:-1]={NULL,7}'
+    local odd_before=$output
     "$REPO/scripts/shop-fixture" drift 1
     odd_drift
     run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run" --quiet
@@ -108,13 +145,16 @@ run_id() {
     assert_output 1
 
     run -0 --separate-stderr rollback --run-dir "$BATS_TEST_TMPDIR/rb" "$rid"
-    assert_line --partial "public.odd: deleted 1 (inserted by the run), restored 3 (updated), re-inserted 1 (deleted)"
+    assert_line --partial "public.odd: deleted 1 (inserted by the run), restored 4 (updated), re-inserted 2 (deleted)"
+    assert_line --partial "public.tcol: deleted 1 (inserted by the run), restored 1 (updated), re-inserted 1 (deleted)"
     [[ $(checksums) == "$before" ]] || fail "not the target before the run: $(diff <(echo "$before") <(checksums))"
+    run -0 odd_values
+    assert_output "$odd_before"
     # The deleted row is back under its UUID, its identity value too.
     run -0 psql_super target -c "SELECT id FROM public.odd WHERE legacy_id = 3"
     assert_output "$uuid3"
     # The triggers are enabled again; the runs are linked; the rollback is a run.
-    run -0 psql_super target -c "SELECT string_agg(tgname || ' ' || tgenabled, ',' ORDER BY tgname)
+    run -0 psql_super target -c "SELECT string_agg(tgname || ' ' || tgenabled::text, ',' ORDER BY tgname)
         FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN ('public.odd'::regclass, 'public.customers'::regclass)"
     assert_output "customers_updated_at O,odd_updated_at O"
     rb=$(cat "$BATS_TEST_TMPDIR/rb/run.id")
@@ -125,8 +165,8 @@ run_id() {
     run -0 psql_super target -c "SELECT op, count(*) FROM driftless.changes
         WHERE run_id = $rb AND table_name = 'public.odd' GROUP BY op ORDER BY op"
     assert_output "D|1
-I|1
-U|3"
+I|2
+U|4"
     run -0 python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["run"]["program"])' \
         "$BATS_TEST_TMPDIR/rb/report.json"
     assert_output rollback
@@ -202,6 +242,26 @@ U|3"
     [[ $(for t in runs batches changes crosswalk owned_keys; do checksum_table target "driftless.$t"; done) == "$state" ]] ||
         fail "the dry run changed the state schema"
     [[ ! -e runs ]] || fail "the dry run made a run directory"
+}
+
+@test "rollback: refuses (exit 6) a run whose before-images are in the older to_jsonb form" {
+    psql_as legacy_owner legacy -c "UPDATE public.tcol SET n = n + 1 WHERE id = 3" >/dev/null
+    run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run" --quiet
+    rid=$(run_id "$BATS_TEST_TMPDIR/run")
+    run -0 psql_super target -c "SELECT image_form, (SELECT count(*) > 0 FROM driftless.changes
+        WHERE run_id = $rid) FROM driftless.runs WHERE id = $rid"
+    assert_output "text|t"
+    # A run recorded before state version 3 has no image_form.
+    psql_super target -c "UPDATE driftless.runs SET image_form = NULL WHERE id = $rid"
+    sums=$(checksums)
+    runs=$(psql_super target -c "SELECT count(*) FROM driftless.runs")
+    run -6 --separate-stderr rollback --run-dir "$BATS_TEST_TMPDIR/rb" "$rid"
+    [[ $stderr == *"refused: run $rid recorded its before-images in the older to_jsonb form"* ]] ||
+        fail "not refused for its image form: $stderr"
+    run -6 --separate-stderr rollback --dry-run "$rid"
+    [[ $(checksums) == "$sums" ]] || fail "the refused rollback changed the target"
+    run -0 psql_super target -c "SELECT count(*) FROM driftless.runs"
+    assert_output "$runs"
 }
 
 @test "rollback: usage errors exit 2; an unknown run 2; --help and --version" {
