@@ -3387,8 +3387,8 @@ apply_declare(struct db *d, const struct options *o, struct spool *s, struct tar
     buf_printf(&sql, "INSERT INTO %s.owned_keys (table_name, legacy_key, run_id) SELECT $1, ",
                c.qs);
     key_text_t(&sql, &c, "t");
-    buf_printf(&sql, ", $2::bigint FROM %s AS t WHERE EXISTS (SELECT 1 FROM " NAME_DECLARE
-                     " AS d WHERE ",
+    buf_printf(&sql,
+               ", $2::bigint FROM %s AS t WHERE EXISTS (SELECT 1 FROM " NAME_DECLARE " AS d WHERE ",
                t->qname);
     declare_cond(&sql, &c, "t", "d");
     buf_puts(&sql, ") ON CONFLICT ON CONSTRAINT driftless_owned_keys_pkey DO NOTHING");
