@@ -38,7 +38,7 @@ dl_init() {
     # What table_load sets (declared for readers of this file).
     t_error='' t_source='' t_query='' t_lk='' t_sk='' t_uuid='' t_cols='' t_mapping=''
     t_ktype='' t_guard='' t_nkeys='' t_keysel='' t_keynotnull='' t_xwkeys='' t_tcols=''
-    t_tsel='' t_keytext='' t_fks='' t_schema_args=''
+    t_tsel='' t_keytext='' t_fks='' t_schema_args='' t_app_rows=''
     tl_loaded=
 }
 
@@ -268,6 +268,7 @@ pipe_status() {
 # pipelines need (SQL text included), so a table costs one process, not dozens.
 #   t_source t_query t_lk t_sk t_uuid t_cols t_mapping t_ktype t_nkeys
 #   t_guard      rowdiff's guard options (--allow-inserts for a first_fill table)
+#   t_app_rows   app_rows: none or keys-only-in-target (pgapply --register --app-rows)
 #   t_keysel     "k1", "k2"                t_keynotnull  "k1" IS NOT NULL AND ...
 #   t_xwkeys     the crosswalk's legacy_key (alias c) as typed key columns
 #   t_tcols      uuid and data columns, comma list (target dump)
@@ -329,6 +330,9 @@ table_load() {
                 if (al[i] ~ /^(inserts|updates|deletes|all)$/) guard = guard " --allow-" al[i]
                 else { print "t_error=" sh("allow: unknown value " al[i]); exit }
             }
+            app = get("app_rows", "keys-only-in-target")
+            if (app != "none" && app != "keys-only-in-target") { print "t_error=" sh("app_rows: unknown value " app " (none or keys-only-in-target)"); exit }
+            if (app == "none" && uuid != "" && ("app_rows" in tv)) { print "t_error=" sh("app_rows = none is for a table that kept its keys (no uuid_column)"); exit }
             fks = ""
             for (i = 1; i <= nfk; i++) {
                 c = fkorder[i]; spec = c
@@ -343,7 +347,7 @@ table_load() {
             print "t_ktype=" sh(get("key_type", "bigint")); print "t_guard=" sh(guard)
             print "t_nkeys=" nlk; print "t_keysel=" sh(keysel); print "t_keynotnull=" sh(notnull)
             print "t_xwkeys=" sh(xw); print "t_tcols=" sh(tcols); print "t_tsel=" sh(tsel)
-            print "t_keytext=" sh(ktext); print "t_fks=" sh(fks)
+            print "t_keytext=" sh(ktext); print "t_fks=" sh(fks); print "t_app_rows=" sh(app)
             # pgverify --schema arguments: how target columns are filled.
             mc = ""; ign = get("ignore", "")
             # A legacy key kept only in the crosswalk has no target column.

@@ -2401,16 +2401,22 @@ register_table(struct ctx *c)
         if ((rc = db_exec(c->d, sql.data)) != 0)
             goto fail;
     } else {
-        if ((rc = copy_delete_keys(c)) != 0)
+        /* app_rows = none (--register): every key is migrated; no stream tells otherwise. */
+        int all = c->o->app_rows_none;
+
+        if (!all && (rc = copy_delete_keys(c)) != 0)
             goto fail;
         buf_reset(&sql);
         buf_printf(&sql, "INSERT INTO %s.owned_keys (table_name, legacy_key, run_id) SELECT $1, ",
                    c->qs);
         key_text_t(&sql, c, "t");
-        buf_printf(&sql, ", $2::bigint FROM %s AS t WHERE NOT EXISTS (SELECT 1 FROM %s AS b WHERE ",
-                   c->t->qname, c->tbatch);
-        join_cond(&sql, c, "t", "b");
-        buf_puts(&sql, ") ON CONFLICT ON CONSTRAINT driftless_owned_keys_pkey DO NOTHING");
+        buf_printf(&sql, ", $2::bigint FROM %s AS t", c->t->qname);
+        if (!all) {
+            buf_printf(&sql, " WHERE NOT EXISTS (SELECT 1 FROM %s AS b WHERE ", c->tbatch);
+            join_cond(&sql, c, "t", "b");
+            buf_puts(&sql, ")");
+        }
+        buf_puts(&sql, " ON CONFLICT ON CONSTRAINT driftless_owned_keys_pkey DO NOTHING");
         if ((rc = db_query(c->d, &r, c->t->name, sql.data, 2, p)) != 0)
             goto fail;
         migrated = db_cmd_tuples(r);
@@ -2420,19 +2426,21 @@ register_table(struct ctx *c)
         buf_printf(&sql, "ANALYZE %s.owned_keys", c->qs);
         if ((rc = db_exec(c->d, sql.data)) != 0)
             goto fail;
-        buf_reset(&sql);
-        buf_puts(&sql, "SELECT ");
-        key_text_t(&sql, c, "t");
-        buf_printf(&sql, " FROM %s AS t JOIN %s AS b ON ", c->t->qname, c->tbatch);
-        join_cond(&sql, c, "t", "b");
-        buf_puts(&sql, " ORDER BY b._rec");
-        if ((rc = db_query(c->d, &r, c->t->name, sql.data, 0, NULL)) != 0)
-            goto fail;
-        app = db_ntuples(r);
-        for (int i = 0; i < db_ntuples(r) && i < 10; i++)
-            buf_printf(&keys, "%s%s", i > 0 ? ", " : "", db_value(r, i, 0));
-        db_result_free(r);
-        r = NULL;
+        if (!all) {
+            buf_reset(&sql);
+            buf_puts(&sql, "SELECT ");
+            key_text_t(&sql, c, "t");
+            buf_printf(&sql, " FROM %s AS t JOIN %s AS b ON ", c->t->qname, c->tbatch);
+            join_cond(&sql, c, "t", "b");
+            buf_puts(&sql, " ORDER BY b._rec");
+            if ((rc = db_query(c->d, &r, c->t->name, sql.data, 0, NULL)) != 0)
+                goto fail;
+            app = db_ntuples(r);
+            for (int i = 0; i < db_ntuples(r) && i < 10; i++)
+                buf_printf(&keys, "%s%s", i > 0 ? ", " : "", db_value(r, i, 0));
+            db_result_free(r);
+            r = NULL;
+        }
     }
     snprintf(mbuf, sizeof(mbuf), "%lld", migrated);
     snprintf(abuf, sizeof(abuf), "%lld", app);
@@ -2463,10 +2471,16 @@ register_table(struct ctx *c)
     if ((rc = db_exec(c->d, "COMMIT")) != 0)
         goto out;
     c->registered = 1;
-    if (app > 0)
+    if (app > 0) {
         err_note("table %s: first run: %lld rows found only in the target are taken as the "
                  "application's and will never be updated or deleted (keys %s%s)",
                  c->t->name, app, keys.data, app > 10 ? ", ..." : "");
+        err_note("hint: if the earlier migration copied them, declare them migrated: pgapply "
+                 "--declare-migrated --table %s KEY... (each key as listed, quoted for the "
+                 "shell; - reads them from standard input); the next run then deletes those "
+                 "the source lacks",
+                 c->t->name);
+    }
     goto out;
 fail:
     db_exec(c->d, "ROLLBACK");
@@ -3034,5 +3048,376 @@ apply_register(struct db *d, const struct options *o, struct spool *s, struct ta
     buf_init(&c.copy);
     rc = register_table(&c);
     ctx_free(&c);
+    return rc;
+}
+
+/* ---- --declare-migrated ---- */
+
+#define NAME_DECLARE "pg_temp.driftless_declare"
+
+static int
+hex_value(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Four hex digits at p, or -1. */
+static long
+hex4(const char *p)
+{
+    long v = 0;
+
+    for (int i = 0; i < 4; i++) {
+        int h = hex_value((unsigned char)p[i]);
+
+        if (h < 0)
+            return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+static void
+put_utf8(struct buf *b, long cp)
+{
+    char u[4];
+    size_t n;
+
+    if (cp < 0x80) {
+        u[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (char)(0xC0 | (cp >> 6));
+        u[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | (cp >> 12));
+        u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        u[0] = (char)(0xF0 | (cp >> 18));
+        u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    buf_append(b, u, n);
+}
+
+/* One JSON string at *pp (after its opening quote), decoded into v; 0 or -1. */
+static int
+json_string(const char **pp, struct buf *v)
+{
+    const char *p = *pp;
+
+    for (;;) {
+        char ch = *p++;
+        long cp;
+
+        if (ch == '\0')
+            return -1;
+        if (ch == '"')
+            break;
+        if (ch != '\\') {
+            buf_putc(v, ch);
+            continue;
+        }
+        switch (ch = *p++) {
+        case '"':
+        case '\\':
+        case '/':
+            buf_putc(v, ch);
+            break;
+        case 'b':
+            buf_putc(v, '\b');
+            break;
+        case 'f':
+            buf_putc(v, '\f');
+            break;
+        case 'n':
+            buf_putc(v, '\n');
+            break;
+        case 'r':
+            buf_putc(v, '\r');
+            break;
+        case 't':
+            buf_putc(v, '\t');
+            break;
+        case 'u':
+            if ((cp = hex4(p)) <= 0)
+                return -1;
+            p += 4;
+            if (cp >= 0xD800 && cp < 0xDC00) {
+                long lo = p[0] == '\\' && p[1] == 'u' ? hex4(p + 2) : -1;
+
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return -1;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return -1;
+            }
+            put_utf8(v, cp);
+            break;
+        default:
+            return -1;
+        }
+    }
+    *pp = p;
+    return 0;
+}
+
+/*
+ * A key as messages print it (key_text_t): one column's value as is, or for
+ * n columns a JSON array of n strings (numbers allowed). Appends the values
+ * to out as COPY fields, each after a tab. 0, or -1 when it is malformed.
+ */
+static int
+declare_fields(struct buf *out, const char *in, int n)
+{
+    const char *p = in;
+    struct buf v;
+    int k = 0, rc = -1;
+
+    if (n == 1) {
+        struct rs_value one = { in, strlen(in) };
+
+        buf_putc(out, '\t');
+        copy_escape(out, &one);
+        return 0;
+    }
+    buf_init(&v);
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p++ != '[')
+        goto out;
+    for (;;) {
+        struct rs_value one;
+
+        while (*p == ' ' || *p == '\t')
+            p++;
+        buf_reset(&v);
+        if (*p == '"') {
+            p++;
+            if (json_string(&p, &v) != 0)
+                goto out;
+        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            while (*p == '-' || *p == '+' || *p == '.' || *p == 'e' || *p == 'E' ||
+                   (*p >= '0' && *p <= '9'))
+                buf_putc(&v, *p++);
+        } else {
+            goto out;
+        }
+        one.data = v.data;
+        one.len = v.len;
+        buf_putc(out, '\t');
+        copy_escape(out, &one);
+        k++;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p++ != ']')
+            goto out;
+        break;
+    }
+    while (*p == ' ' || *p == '\t')
+        p++;
+    rc = *p == '\0' && k == n ? 0 : -1;
+out:
+    buf_free(&v);
+    return rc;
+}
+
+/* Target row ta holds the key of declared row da: (t.k)::text = d.cK, for each key column. */
+static void
+declare_cond(struct buf *b, const struct ctx *c, const char *ta, const char *da)
+{
+    for (int k = 0; k < c->s->nkeys; k++)
+        buf_printf(b, "%s(%s.%s)::text = %s.c%d", k > 0 ? " AND " : "", ta,
+                   c->t->cols[c->t->key_tcol[k]].qname, da, k);
+}
+
+/* COPY row n of the declared keys: n, the key as given, its fields. 0 or EXIT_DATA. */
+static int
+declare_row(struct ctx *c, struct buf *b, long long n, const char *key, const char *where)
+{
+    struct rs_value given = { key, strlen(key) };
+    size_t mark = b->len;
+
+    buf_printf(b, "%lld\t", n);
+    copy_escape(b, &given);
+    if (declare_fields(b, key, c->s->nkeys) != 0) {
+        b->len = mark;
+        return err_msg(EXIT_DATA,
+                       "table %s: %s: not a key of %d columns (a JSON array of their values, "
+                       "e.g. [\"a\", \"b\"])",
+                       c->t->name, where, c->s->nkeys);
+    }
+    buf_putc(b, '\n');
+    return 0;
+}
+
+/* Send the declared keys (the arguments; "-" reads standard input) into NAME_DECLARE. */
+static int
+declare_copy(struct ctx *c, char *const *keys, int nkeys)
+{
+    struct buf b, where;
+    char *line = NULL;
+    size_t cap = 0;
+    long long n = 0;
+    int rc = 0;
+
+    buf_init(&b);
+    buf_init(&where);
+    if ((rc = db_copy_in_begin(c->d, c->t->name, "COPY " NAME_DECLARE " FROM STDIN")) != 0)
+        goto out;
+    for (int i = 0; i < nkeys && rc == 0; i++) {
+        if (strcmp(keys[i], "-") != 0) {
+            buf_reset(&where);
+            buf_printf(&where, "key %s", keys[i]);
+            rc = declare_row(c, &b, n++, keys[i], where.data);
+        } else {
+            ssize_t len;
+            long long lineno = 0;
+
+            while (rc == 0 && (len = getline(&line, &cap, stdin)) >= 0) {
+                lineno++;
+                while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+                    line[--len] = '\0';
+                if (len == 0)
+                    continue;
+                buf_reset(&where);
+                buf_printf(&where, "standard input, line %lld", lineno);
+                rc = declare_row(c, &b, n++, line, where.data);
+            }
+            if (rc == 0 && ferror(stdin))
+                rc = err_sys(EXIT_IO, "could not read standard input");
+        }
+        if (rc == 0 && b.len >= 1 << 20) {
+            rc = db_copy_in_put(c->d, b.data, b.len);
+            buf_reset(&b);
+        }
+    }
+    if (rc == 0 && b.len > 0)
+        rc = db_copy_in_put(c->d, b.data, b.len);
+    if (rc == 0)
+        rc = db_copy_in_end(c->d, NULL);
+    else
+        db_copy_in_end(c->d, "pgapply could not read the keys");
+out:
+    free(line);
+    buf_free(&b);
+    buf_free(&where);
+    return rc;
+}
+
+int
+apply_declare(struct db *d, const struct options *o, struct spool *s, struct target *t,
+              long long run_id, char *const *keys, int nkeys)
+{
+    struct db_result *r = NULL;
+    struct ctx c;
+    struct buf sql;
+    const char *p[2];
+    long long declared, matched;
+    int rc;
+
+    memset(&c, 0, sizeof(c));
+    c.d = d;
+    c.o = o;
+    c.s = s;
+    c.t = t;
+    c.qs = db_quote_ident(d, o->schema);
+    snprintf(c.run, sizeof(c.run), "%lld", run_id);
+    p[0] = t->name;
+    p[1] = run_id > 0 ? c.run : NULL;
+    buf_init(&sql);
+    if ((rc = db_exec(d, "BEGIN")) != 0)
+        goto out;
+    /* Not while a pgapply applies the table: it reads the owned keys batch by batch. */
+    if ((rc = db_query(d, &r, t->name,
+                       "SELECT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended("
+                       "'driftless.apply:' || $1, 0))",
+                       1, p)) != 0)
+        goto fail;
+    if (strcmp(db_value(r, 0, 0), "t") != 0) {
+        rc = err_msg(EXIT_LOCKED, "table %s: another pgapply is applying it", t->name);
+        goto fail;
+    }
+    db_result_free(r);
+    r = NULL;
+    buf_puts(&sql, "CREATE TEMP TABLE " NAME_DECLARE " (n bigint, key text");
+    for (int k = 0; k < s->nkeys; k++)
+        buf_printf(&sql, ", c%d text", k);
+    buf_puts(&sql, ") ON COMMIT DROP");
+    if ((rc = db_exec(d, sql.data)) != 0 || (rc = declare_copy(&c, keys, nkeys)) != 0)
+        goto fail;
+    /* Every key must name a row: a typo must not pass for a declaration. */
+    buf_reset(&sql);
+    buf_printf(&sql,
+               "SELECT d.key FROM " NAME_DECLARE " AS d WHERE NOT EXISTS (SELECT 1 FROM %s AS t"
+               " WHERE ",
+               t->qname);
+    declare_cond(&sql, &c, "t", "d");
+    buf_puts(&sql, ") ORDER BY d.n LIMIT 10");
+    if ((rc = db_query(d, &r, t->name, sql.data, 0, NULL)) != 0)
+        goto fail;
+    for (int i = 0; i < db_ntuples(r); i++)
+        err_msg(EXIT_DATA, "table %s: key %s: no row of the table has it", t->name,
+                db_value(r, i, 0));
+    if (db_ntuples(r) > 0) {
+        err_note("table %s: nothing declared", t->name);
+        rc = EXIT_DATA;
+        goto fail;
+    }
+    db_result_free(r);
+    r = NULL;
+    buf_reset(&sql);
+    buf_printf(&sql, "INSERT INTO %s.owned_keys (table_name, legacy_key, run_id) SELECT $1, ",
+               c.qs);
+    key_text_t(&sql, &c, "t");
+    buf_printf(&sql,
+               ", $2::bigint FROM %s AS t WHERE EXISTS (SELECT 1 FROM " NAME_DECLARE " AS d WHERE ",
+               t->qname);
+    declare_cond(&sql, &c, "t", "d");
+    buf_puts(&sql, ") ON CONFLICT ON CONSTRAINT driftless_owned_keys_pkey DO NOTHING");
+    if ((rc = db_query(d, &r, t->name, sql.data, 2, p)) != 0)
+        goto fail;
+    declared = db_cmd_tuples(r);
+    db_result_free(r);
+    r = NULL;
+    buf_reset(&sql);
+    buf_printf(&sql,
+               "SELECT pg_catalog.count(*) FROM %s AS t WHERE EXISTS (SELECT 1 FROM " NAME_DECLARE
+               " AS d WHERE ",
+               t->qname);
+    declare_cond(&sql, &c, "t", "d");
+    buf_puts(&sql, ")");
+    if ((rc = db_query(d, &r, t->name, sql.data, 0, NULL)) != 0)
+        goto fail;
+    matched = atoll(db_value(r, 0, 0));
+    db_result_free(r);
+    r = NULL;
+    if ((rc = db_exec(d, "COMMIT")) != 0)
+        goto out;
+    printf("table %s: %lld keys declared migrated, %lld already driftless's\n", t->name, declared,
+           matched - declared);
+    goto out;
+fail:
+    db_exec(d, "ROLLBACK");
+out:
+    db_result_free(r);
+    buf_free(&sql);
+    free(c.qs);
     return rc;
 }

@@ -30,6 +30,7 @@ enum mode {
     MODE_END_RUN,
     MODE_REGISTER,
     MODE_CREATE,
+    MODE_DECLARE,
 };
 
 enum {
@@ -65,6 +66,8 @@ enum {
     OPT_GROUP_MAX_ROWS,
     OPT_CREATE_TABLES,
     OPT_PROGRAM,
+    OPT_APP_ROWS,
+    OPT_DECLARE_MIGRATED,
 };
 
 static const struct option long_options[] = {
@@ -100,6 +103,8 @@ static const struct option long_options[] = {
     { "group-max-rows", required_argument, NULL, OPT_GROUP_MAX_ROWS },
     { "create-tables", required_argument, NULL, OPT_CREATE_TABLES },
     { "program", required_argument, NULL, OPT_PROGRAM },
+    { "app-rows", required_argument, NULL, OPT_APP_ROWS },
+    { "declare-migrated", no_argument, NULL, OPT_DECLARE_MIGRATED },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },
@@ -118,11 +123,15 @@ struct run_options {
     int have_exit_code;
     const char *counts_json;
     const char *ddl_file; /* --create-tables */
+    int app_rows;         /* --app-rows given */
     /* a cycle group: --stream TABLE=FILE, --uuid-column [TABLE=]COL, both repeatable */
     int nstreams;
     char **stream_table, **stream_file;
     int nuuid;
     char **uuid_specs;
+    /* --declare-migrated KEY... */
+    int nkeys;
+    char **keys;
 };
 
 static void
@@ -131,7 +140,8 @@ usage(void)
     printf("Usage: pgapply [OPTION]... [CHANGES]\n"
            "  or:  pgapply [OPTION]... --stream TABLE=CHANGES --stream TABLE=CHANGES...\n"
            "  or:  pgapply --register --table TABLE [--uuid-column COL]\n"
-           "               [--legacy-key COL[,COL]] [--import-map MAP]\n"
+           "               [--legacy-key COL[,COL]] [--import-map MAP] [--app-rows WHICH]\n"
+           "  or:  pgapply --declare-migrated --table TABLE KEY... (- reads standard input)\n"
            "Apply a change stream (rowdiff's output) to one target table in batched\n"
            "transactions, recording every change in the state schema.\n"
            "With no CHANGES, or when CHANGES is -, read standard input.\n"
@@ -175,6 +185,18 @@ usage(void)
            "      --legacy-key COLS    the legacy key columns (default: the map's keys)\n"
            "      --import-map MAP     fill the crosswalk from MAP, a map or rows stream\n"
            "                           (legacy key columns, uuid), checked first\n"
+           "      --app-rows none      a table that kept its keys: every row the target\n"
+           "                           holds came from the earlier migration and is\n"
+           "                           driftless's (default keys-only-in-target: its\n"
+           "                           first apply registers it, taking the keys only\n"
+           "                           the target has as the application's)\n"
+           "\n"
+           "Declaring application rows migrated (a table that kept its keys):\n"
+           "      --declare-migrated   add each KEY (as the first run reported it: a\n"
+           "                           value, or a JSON array for a composite key; - for\n"
+           "                           standard input, one key a line) to the keys\n"
+           "                           driftless owns, in one transaction: later runs\n"
+           "                           update them, and delete those the source lacks\n"
            "\n"
            "Run bookkeeping, for scripts (nothing is applied):\n"
            "      --install-state      create or upgrade the state schema and exit\n"
@@ -373,6 +395,21 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
             if (opt_parse_int64(optarg, "--group-max-rows", 1, INT64_MAX, &o->group_max_rows) != 0)
                 return EXIT_USAGE;
             break;
+        case OPT_APP_ROWS:
+            if (strcmp(optarg, "none") == 0)
+                o->app_rows_none = 1;
+            else if (strcmp(optarg, "keys-only-in-target") == 0)
+                o->app_rows_none = 0;
+            else
+                return opt_usage_error("invalid value for --app-rows: '%s' (none or "
+                                       "keys-only-in-target)",
+                                       optarg);
+            ro->app_rows = 1;
+            break;
+        case OPT_DECLARE_MIGRATED:
+            ro->mode = MODE_DECLARE;
+            modes++;
+            break;
         case OPT_PROGRAM:
             if (optarg[0] == '\0' || strlen(optarg) > 64)
                 return opt_usage_error("invalid value for --program: '%s' (1 to 64 characters)",
@@ -385,12 +422,16 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
     }
     if (modes > 1)
         return opt_usage_error("--install-state, --print-state-sql, --begin-run, --end-run, "
-                               "--register and --create-tables exclude each other");
+                               "--register, --create-tables and --declare-migrated exclude "
+                               "each other");
     if ((o->legacy_key || o->import_map) && ro->mode != MODE_REGISTER)
         return opt_usage_error("--legacy-key and --import-map go with --register");
+    if (ro->app_rows && ro->mode != MODE_REGISTER)
+        return opt_usage_error("--app-rows goes with --register (the table map's app_rows)");
     if (ro->nstreams > 0 && ro->mode != MODE_APPLY)
         return opt_usage_error("--stream goes with applying, not with another mode");
-    if ((ro->mode == MODE_APPLY || ro->mode == MODE_REGISTER || ro->mode == MODE_CREATE) &&
+    if ((ro->mode == MODE_APPLY || ro->mode == MODE_REGISTER || ro->mode == MODE_CREATE ||
+         ro->mode == MODE_DECLARE) &&
         (ro->tables || ro->resumed || ro->source_dsn_env || ro->program || ro->status ||
          ro->have_exit_code || ro->counts_json))
         return opt_usage_error("--tables, --resumed, --source-dsn-env, --program, --status, "
@@ -401,6 +442,17 @@ parse_options(int argc, char **argv, struct options *o, struct run_options *ro)
             return opt_usage_error("unexpected argument '%s'", argv[optind]);
         if (o->run_id <= 0 && !o->dry_run)
             return opt_usage_error("--create-tables needs --run-id or --dry-run");
+    } else if (ro->mode == MODE_DECLARE) {
+        if (o->table == NULL)
+            return opt_usage_error("--declare-migrated needs --table");
+        if (optind >= argc)
+            return opt_usage_error("--declare-migrated needs a KEY (or - to read keys from "
+                                   "standard input)");
+        if (o->dry_run || o->uuid_column != NULL)
+            return opt_usage_error("--dry-run and --uuid-column do not go with "
+                                   "--declare-migrated");
+        ro->keys = argv + optind;
+        ro->nkeys = argc - optind;
     } else if (ro->mode == MODE_REGISTER) {
         if (optind < argc)
             return opt_usage_error("unexpected argument '%s'", argv[optind]);
@@ -956,10 +1008,14 @@ run_register(struct options *o)
         goto done;
     if ((rc = target_describe(d, &t, &s, o, STATE_VERSION)) != 0)
         goto done;
-    if (t.integer_mode) {
+    if (t.integer_mode != o->app_rows_none) {
+        /* keys-only-in-target needs the first change stream: the first apply registers. */
         rc = err_msg(EXIT_USAGE,
-                     "table %s: its primary key is the legacy key (integer keys, no crosswalk): "
-                     "it is registered by its first apply",
+                     t.integer_mode ? "table %s: its primary key is the legacy key (integer keys, "
+                                      "no crosswalk): it is registered by its first apply, or "
+                                      "here with --app-rows none"
+                                    : "table %s: --app-rows none is for a table that kept its "
+                                      "keys, not one with a UUID column",
                      t.name);
         goto done;
     }
@@ -975,6 +1031,81 @@ done:
     target_free(&t);
     db_close(d);
     spool_free(&s);
+    return rc;
+}
+
+/* --declare-migrated: keys of a registered integer-key table made driftless's. */
+static int
+run_declare(struct options *o, const struct run_options *ro)
+{
+    struct spool s;
+    struct target t;
+    struct db *d = NULL;
+    struct db_result *r = NULL;
+    const char *p[1] = { o->table };
+    struct buf sql;
+    char *qs = NULL, *keys = NULL;
+    int rc, version = 0;
+
+    memset(&s, 0, sizeof(s));
+    memset(&t, 0, sizeof(t));
+    buf_init(&sql);
+    if ((rc = db_connect(&d, o->dsn_env, "target", DB_SESSION_WRITE, o->allow_pooler)) != 0)
+        goto done;
+    cancel_db = d;
+    if ((rc = db_exec(d, "SET client_min_messages = warning")) != 0)
+        goto done;
+    if ((rc = state_version(d, o->schema, &version)) != 0)
+        goto done;
+    if (version > 0) {
+        qs = db_quote_ident(d, o->schema);
+        buf_printf(&sql,
+                   "SELECT pg_catalog.array_to_string(key_columns, ','), uuid_column IS NULL"
+                   " FROM %s.tables WHERE table_name = $1",
+                   qs);
+        if ((rc = db_query(d, &r, o->table, sql.data, 1, p)) != 0)
+            goto done;
+    }
+    if (r == NULL || db_ntuples(r) != 1) {
+        rc = err_msg(EXIT_REFUSED,
+                     "table %s: refused: it is not registered: its first run decides which "
+                     "rows are driftless's",
+                     o->table);
+        err_note("hint: if every row the target holds came from the earlier migration, set "
+                 "app_rows = none in its table map section before the first run");
+        goto done;
+    }
+    if (strcmp(db_value(r, 0, 1), "t") != 0) {
+        rc = err_msg(EXIT_REFUSED,
+                     "table %s: refused: it has a UUID column: its migrated rows are those the "
+                     "crosswalk knows",
+                     o->table);
+        goto done;
+    }
+    keys = xstrdup(db_value(r, 0, 0));
+    o->legacy_key = keys;
+    if ((rc = key_spool(&s, o)) != 0)
+        goto done;
+    if ((rc = target_describe(d, &t, &s, o, version)) != 0)
+        goto done;
+    if (!t.integer_mode) {
+        rc = err_msg(EXIT_REFUSED,
+                     "table %s: refused: its primary key is no longer its registered key (%s)",
+                     t.name, t.reg_keys);
+        goto done;
+    }
+    if (o->run_id > 0 && (rc = state_run_exists(d, o->schema, o->run_id)) != 0)
+        goto done;
+    rc = apply_declare(d, o, &s, &t, o->run_id, ro->keys, ro->nkeys);
+done:
+    cancel_db = NULL;
+    db_result_free(r);
+    buf_free(&sql);
+    free(qs);
+    target_free(&t);
+    db_close(d);
+    spool_free(&s);
+    free(keys);
     return rc;
 }
 
@@ -1032,6 +1163,10 @@ main(int argc, char **argv)
     }
     if (ro.mode == MODE_CREATE) {
         rc = create_tables(&o, ro.ddl_file);
+        goto done;
+    }
+    if (ro.mode == MODE_DECLARE) {
+        rc = run_declare(&o, &ro);
         goto done;
     }
     if (ro.mode != MODE_APPLY) {

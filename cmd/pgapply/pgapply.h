@@ -28,6 +28,7 @@ struct options {
     const char *legacy_key; /* --register: the legacy key columns, "a,b" */
     const char *import_map; /* --register: a map stream to fill the crosswalk from */
     int registering;        /* --register: a crosswalk-only key may be unregistered */
+    int app_rows_none;      /* --register --app-rows none: every target key is migrated */
     int64_t group_max_rows;
     long long run_id; /* 0: pgapply makes its own run */
     int phases;       /* enum phase_set */
@@ -185,6 +186,15 @@ int apply_group(struct db *d, const struct options *o, struct spool *s, struct t
  */
 int apply_register(struct db *d, const struct options *o, struct spool *s, struct target *t,
                    long long run_id);
+
+/*
+ * --declare-migrated: add keys of a registered integer-key table to its owned
+ * keys, in one transaction; each of keys[] is a key as messages print it, or
+ * "-" for standard input, one key a line. Every key must name a row of the
+ * table (EXIT_DATA). Returns 0 or a code.
+ */
+int apply_declare(struct db *d, const struct options *o, struct spool *s, struct target *t,
+                  long long run_id, char *const *keys, int nkeys);
 
 /*
  * --create-tables FILE (create.c): check the DDL's shape (EXIT_DATA), then in

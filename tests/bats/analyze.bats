@@ -74,6 +74,7 @@ map_equiv() {
                         map_get "$1" "$2" dangling || echo error)"
                 done
                 ;;
+            app_rows) map_get "$1" "$2" app_rows || echo keys-only-in-target ;;
             *) map_get "$1" "$2" "$3" || true ;;
             esac
         }
@@ -81,7 +82,7 @@ map_equiv() {
         va=$(map_tables "$a" | sort)
         [[ $ve == "$va" ]] || { echo "tables: expected [$ve], got [$va]"; exit 1; }
         for t in $ve; do
-            for k in source legacy_key source_key uuid_column columns mapping policies \
+            for k in source legacy_key source_key uuid_column columns mapping policies app_rows \
                 "prefixed expr." "prefixed fk."; do
                 # shellcheck disable=SC2086 # "prefixed PREFIX" is two words
                 ve=$(get "$e" "$t" $k)
@@ -155,6 +156,26 @@ map_equiv() {
     [[ $order == *"public.employees public.stores"* ]] || fail "order: $order"
     # doctor accepts it.
     run -0 --separate-stderr "$DOCTOR" --map "$FX/analyzed.map" --quiet
+    # product_tags kept its keys, every one of them also in the source: the
+    # earlier migration copied its rows (app_rows = none, and why).
+    run -0 grep -B1 -x 'app_rows *= none' "$FX/analyzed.map"
+    assert_line '# app_rows: every key the target holds is also in the source; remove app_rows if the application inserts rows here'
+    run -0 grep -c '^app_rows' "$FX/analyzed.map"
+    assert_output 1
+    grep -q "app_rows = none: every key the target holds is also in the source" \
+        <(tr '\n' ' ' <"$FX/report.txt" | tr -s ' ') || fail "$(cat "$FX/report.txt")"
+}
+
+@test "db: a table that kept its keys, with keys only in the target, keeps the default app_rows" {
+    dirty
+    psql_as target_owner target -c "INSERT INTO public.product_tags VALUES ('SKU-9999', 'app', 1), ('SKU-9998', 'app', 2)"
+    run -0 --separate-stderr "$ANALYZE" --out "$FX/analyzed.map" --scripts "$FX" \
+        --report "$FX/report.txt"
+    run -1 map_get_file "$FX/analyzed.map" public.product_tags app_rows
+    run -0 grep -x '# app_rows: 2 keys only in the target: the application.s (keys-only-in-target), unless declared migrated' \
+        "$FX/analyzed.map"
+    grep -q "2 keys only the target holds are taken as the application's at the first run" \
+        <(tr '\n' ' ' <"$FX/report.txt" | tr -s ' ') || fail "$(cat "$FX/report.txt")"
 }
 
 # map_get_file MAP TABLE KEY (lib.sh's map_get, for `run`).

@@ -184,15 +184,55 @@ checksums() {
     assert_output 0
 }
 
-@test "migrate: drift before the first sync: product_tags keeps the keys the source lost as the application's" {
-    # Known gap (issue 6 wants convergence): a table that kept its keys has no
-    # legacy column, so on its first run the keys found only in the target are
-    # taken as the application's rows (DESIGN.md, pgapply(1)) -- those the
-    # source deleted since the earlier migration stay. Every other table converges.
+@test "migrate: drift before the first sync: with app_rows = none, product_tags converges" {
+    # The earlier migration copied product_tags wholesale (shop.map: app_rows =
+    # none): the keys the source lost before the first run are deleted.
     "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
     "$REPO/scripts/shop-fixture" drift 1
     run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run" --quiet
+    [[ $stderr != *"found only in the target"* ]] || fail "$stderr"
+    in_sync
+    run -0 psql_as target_owner target -c "SELECT count(*) FROM public.product_tags
+        WHERE (product_sku, tag) IN (('SKU-0001', 'Blue'), ('SKU-0011', 'with space'))"
+    assert_output 0
+    # driftless owns every key of the table, and nothing else
+    run -0 psql_as target_owner target -c "SELECT
+        (SELECT count(*) FROM public.product_tags t WHERE NOT EXISTS (SELECT 1 FROM driftless.owned_keys o
+            WHERE o.table_name = 'public.product_tags'
+              AND o.legacy_key = to_jsonb(ARRAY[t.product_sku, t.tag])::text)),
+        (SELECT count(*) FROM driftless.owned_keys WHERE table_name = 'public.product_tags')
+          - (SELECT count(*) FROM public.product_tags)"
+    assert_output "0|0"
+    run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run2" --quiet
+    run -0 awk -F'"inserted":|,"updated":|,"deleted":|,"unchanged"' \
+        '{ s += $2 + $3 + $4 } END { print s }' "$BATS_TEST_TMPDIR/run2/summary.jsonl"
+    assert_output 0
+}
+
+@test "migrate: app_rows = none still stops a mass delete before the first sync" {
+    "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
+    psql_as legacy_owner legacy -c "DELETE FROM public.product_tags WHERE (product_sku, tag) IN
+        (SELECT product_sku, tag FROM public.product_tags ORDER BY 1, 2 LIMIT 150)"
+    local sum
+    sum=$(checksum_table target public.product_tags)
+    run -6 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run" --quiet
+    [[ $stderr == *"public.product_tags: guard: 150 deletes of 206"* ]] || fail "$stderr"
+    run -0 checksum_table target public.product_tags
+    assert_output "$sum"
+}
+
+@test "migrate: by default, keys only in the target at the first run are the application's until declared migrated" {
+    # Without app_rows = none, the keys the source lost before the first run
+    # are taken as the application's (DESIGN.md, pgapply(1)): kept, reported
+    # with how to declare them migrated. Declared, the next run deletes them.
+    "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
+    sed '/^app_rows/d' "$MAP" >"$SHOP/default.map"
+    "$REPO/scripts/shop-fixture" drift 1
+    run -0 --separate-stderr migrate --map "$SHOP/default.map" --run-dir "$BATS_TEST_TMPDIR/run" --quiet
     [[ $stderr == *"public.product_tags: first run: 2 rows found only in the target"* ]] ||
+        fail "$stderr"
+    [[ $stderr == *'(keys ["SKU-0001", "Blue"], ["SKU-0011", "with space"])'* ]] || fail "$stderr"
+    [[ $stderr == *"pgapply --declare-migrated --table public.product_tags KEY..."* ]] ||
         fail "$stderr"
     run -1 in_sync
     run -0 diff -r -x public.product_tags.copy "$BATS_TEST_TMPDIR/s" "$BATS_TEST_TMPDIR/t"
@@ -200,6 +240,31 @@ checksums() {
     assert_output "$(printf 'SKU-0001\tBlue\t0\nSKU-0011\twith space\t0')"
     run -0 env LC_ALL=C comm -23 "$BATS_TEST_TMPDIR/s/public.product_tags.copy" "$BATS_TEST_TMPDIR/t/public.product_tags.copy"
     assert_output ""
+    # A second run leaves them alone too.
+    run -0 --separate-stderr migrate --map "$SHOP/default.map" --run-dir "$BATS_TEST_TMPDIR/run2" --quiet
+    run -1 in_sync
+    # One declared migrated: the next run deletes it; the other stays the application's.
+    run -0 pgapply --dsn-env TARGET_DATABASE_URL --declare-migrated --table public.product_tags \
+        '["SKU-0001", "Blue"]'
+    assert_output "table public.product_tags: 1 keys declared migrated, 0 already driftless's"
+    run -0 --separate-stderr migrate --map "$SHOP/default.map" --run-dir "$BATS_TEST_TMPDIR/run3" --quiet
+    run -1 in_sync
+    run -0 env LC_ALL=C comm -13 "$BATS_TEST_TMPDIR/s/public.product_tags.copy" "$BATS_TEST_TMPDIR/t/public.product_tags.copy"
+    assert_output "$(printf 'SKU-0011\twith space\t0')"
+    printf '%s\n' '["SKU-0011","with space"]' |
+        pgapply --dsn-env TARGET_DATABASE_URL --declare-migrated --table public.product_tags -
+    run -0 --separate-stderr migrate --map "$SHOP/default.map" --run-dir "$BATS_TEST_TMPDIR/run4" --quiet
+    in_sync
+}
+
+@test "migrate: app_rows takes none or keys-only-in-target, for a table that kept its keys" {
+    sed 's/^app_rows *=.*/app_rows = some/' "$MAP" >"$SHOP/bad.map"
+    run -4 --separate-stderr migrate --map "$SHOP/bad.map" --run-dir "$BATS_TEST_TMPDIR/run" --dry-run
+    [[ $stderr == *"table public.product_tags: app_rows: unknown value some"* ]] || fail "$stderr"
+    awk '{ print } /^\[public.orders\]/ { print "app_rows = none" }' "$MAP" >"$SHOP/bad.map"
+    run -4 --separate-stderr migrate --map "$SHOP/bad.map" --run-dir "$BATS_TEST_TMPDIR/run" --dry-run
+    [[ $stderr == *"table public.orders: app_rows = none is for a table that kept its keys"* ]] ||
+        fail "$stderr"
 }
 
 @test "migrate: usage errors exit 2; a missing map exits 3; a malformed map exits 4" {

@@ -36,7 +36,7 @@ reset_databases() {
         -c "GRANT SELECT ON public.users TO legacy_reader" >/dev/null
     tgt -c "SET client_min_messages = warning" \
         -c "DROP SCHEMA IF EXISTS driftless CASCADE" \
-        -c "DROP TABLE IF EXISTS public.orders, public.users, public.items, public.odd" \
+        -c "DROP TABLE IF EXISTS public.orders, public.users, public.items, public.odd, public.later, public.tags" \
         -c "CREATE TABLE public.users (
                 id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
                 legacy_id bigint UNIQUE,
@@ -516,6 +516,129 @@ json_field() {
     [[ $stderr == *"key (id)=(1001): refused: a row with this key was created by the application"* ]]
     run -0 checksum_table target public.items
     assert_output "$sum"
+}
+
+# items_tables: an integer-key table in both sides: source items 1..10 (no 6:
+# deleted since the earlier migration), target 1..10 plus the application's
+# 1001 and 1002.
+items_tables() {
+    src -c "CREATE TABLE public.items (id bigint PRIMARY KEY, name text)" \
+        -c "INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 10) g WHERE g <> 6" \
+        -c "GRANT SELECT ON public.items TO legacy_reader"
+    tgt -c "CREATE TABLE public.items (id bigint PRIMARY KEY, name text)" \
+        -c "INSERT INTO public.items (id, name) SELECT g, 'item ' || g FROM generate_series(1, 10) g" \
+        -c "INSERT INTO public.items (id, name) VALUES (1001, 'app a'), (1002, 'app b')"
+}
+
+# items_changes OUT: the change stream of items, the target read through its owned keys
+# once registered (as migrate reads it).
+items_changes() {
+    pgdump-rows --dsn-env SOURCE_DATABASE_URL --table public.items --key id | rowhash -o s.rs
+    if [[ $(tgt -c "SELECT to_regclass('driftless.tables') IS NOT NULL AND EXISTS
+            (SELECT 1 FROM driftless.tables WHERE table_name = 'public.items')") == t ]]; then
+        pgdump-rows --dsn-env TARGET_DATABASE_URL --name public.items --key id \
+            --query "SELECT t.id, t.name FROM public.items t WHERE EXISTS (SELECT 1 FROM
+                driftless.owned_keys o WHERE o.table_name = 'public.items' AND o.legacy_key = t.id::text)"
+    else
+        pgdump-rows --dsn-env TARGET_DATABASE_URL --table public.items --key id --columns name
+    fi | rowhash -o t.rs
+    rowdiff --allow-all -q -o "$1" s.rs t.rs || [[ $? == 1 ]]
+}
+
+@test "pgapply: --register --app-rows none owns every key: rows the source lost are deleted" {
+    items_tables
+    run -0 --separate-stderr apply --register --table public.items --legacy-key id --app-rows none
+    run -0 tgt -c "SELECT migrated_rows, application_rows, uuid_column IS NULL FROM driftless.tables"
+    assert_output "12|0|t"
+    run -0 tgt -c "SELECT string_agg(legacy_key, ',' ORDER BY legacy_key::int) FROM driftless.owned_keys"
+    assert_output "1,2,3,4,5,6,7,8,9,10,1001,1002"
+    # registered once: again is a no-op
+    run -0 --separate-stderr apply --register --table public.items --legacy-key id --app-rows none
+    items_changes ch.rs
+    run -0 --separate-stderr apply --stats st.json ch.rs
+    [[ $stderr != *"application's"* ]] || fail "$stderr"
+    assert_equal "$(json_field st.json deleted)" 3
+    assert_equal "$(json_field st.json not_owned)" 0
+    run -0 tgt -c "SELECT string_agg(id::text, ',' ORDER BY id) FROM public.items"
+    assert_output "1,2,3,4,5,7,8,9,10"
+    run -0 tgt -c "SELECT count(*) FROM driftless.owned_keys"
+    assert_output 9
+    # the default needs the first change stream; a UUID table has no owned keys
+    tgt -c "CREATE TABLE public.later (id int PRIMARY KEY)"
+    run -2 --separate-stderr apply --register --table public.later --legacy-key id
+    [[ $stderr == *"registered by its first apply, or here with --app-rows none"* ]] || fail "$stderr"
+    run -2 --separate-stderr apply --register --table public.users --legacy-key legacy_id --app-rows none
+    [[ $stderr == *"--app-rows none is for a table that kept its keys"* ]] || fail "$stderr"
+    run -0 tgt -c "SELECT count(*) FROM driftless.tables"
+    assert_output 1
+}
+
+@test "pgapply: --declare-migrated makes application rows driftless's; a bad key declares nothing" {
+    items_tables
+    # before the first run, nothing is registered: the map's app_rows decides
+    run -6 --separate-stderr apply --declare-migrated --table public.items 1001
+    [[ $stderr == *"public.items: refused: it is not registered"* ]] || fail "$stderr"
+    [[ $stderr == *"app_rows = none"* ]] || fail "$stderr"
+    items_changes ch.rs
+    run -0 --separate-stderr apply ch.rs
+    [[ $stderr == *"first run: 3 rows found only in the target are taken as the application's"* ]] ||
+        fail "$stderr"
+    [[ $stderr == *"keys 6, 1001, 1002)"* ]] || fail "$stderr"
+    [[ $stderr == *"hint: if the earlier migration copied them, declare them migrated: pgapply --declare-migrated --table public.items KEY..."* ]] ||
+        fail "$stderr"
+    run -0 tgt -c "SELECT string_agg(id::text, ',' ORDER BY id) FROM public.items WHERE id IN (6, 1001, 1002)"
+    assert_output "6,1001,1002"
+    local owned
+    owned=$(tgt -c "SELECT string_agg(legacy_key, ',' ORDER BY legacy_key) FROM driftless.owned_keys")
+    # a key no row has (or in another form: 007 is not 7): exit 4, nothing declared
+    run -4 --separate-stderr apply --declare-migrated --table public.items 6 99 007
+    [[ $stderr == *"public.items: key 99: no row of the table has it"* ]] || fail "$stderr"
+    [[ $stderr == *"public.items: key 007: no row of the table has it"* ]] || fail "$stderr"
+    [[ $stderr != *"key 6:"* ]] || fail "$stderr"
+    run -0 tgt -c "SELECT string_agg(legacy_key, ',' ORDER BY legacy_key) FROM driftless.owned_keys"
+    assert_output "$owned"
+    # 6 came from the earlier migration: declared, the next run deletes it
+    run -0 --separate-stderr apply --declare-migrated --table public.items 6 5
+    assert_output "table public.items: 1 keys declared migrated, 1 already driftless's"
+    items_changes ch2.rs
+    run -0 --separate-stderr apply --stats st.json ch2.rs
+    assert_equal "$(json_field st.json deleted)" 1
+    run -0 tgt -c "SELECT string_agg(id::text, ',' ORDER BY id) FROM public.items WHERE id > 5"
+    assert_output "7,8,9,10,1001,1002"
+    # keys from standard input, one a line
+    run -0 --separate-stderr bash -c 'printf "1001\n\n1002\r\n" | pgapply --dsn-env TARGET_DATABASE_URL --declare-migrated --table public.items -'
+    assert_output "table public.items: 2 keys declared migrated, 0 already driftless's"
+    run -0 tgt -c "SELECT count(*) FROM driftless.owned_keys WHERE legacy_key IN ('1001', '1002')"
+    assert_output 2
+    # a composite key as messages print it: a JSON array, spaced and escaped as you like;
+    # tags registered empty, then the application adds rows
+    tgt -c "CREATE TABLE public.tags (sku text, tag text, weight int, PRIMARY KEY (sku, tag))"
+    apply --register --table public.tags --legacy-key sku,tag --app-rows none
+    tgt -c "INSERT INTO public.tags VALUES ('a', 'x', 1), ('b', E'tab\there', 2), ('c', 'ü \"q\"', 3)"
+    run -0 --separate-stderr apply --declare-migrated --table public.tags \
+        '["a","x"]' '[ "b" , "tab\there" ]' '["c", "\u00fc \"q\""]'
+    assert_output "table public.tags: 3 keys declared migrated, 0 already driftless's"
+    run -0 tgt -c "SELECT string_agg(legacy_key, ' ' ORDER BY legacy_key) FROM driftless.owned_keys
+        WHERE table_name = 'public.tags'"
+    assert_output '["a", "x"] ["b", "tab\there"] ["c", "ü \"q\""]'
+    run -4 --separate-stderr apply --declare-migrated --table public.tags '["a"]'
+    [[ $stderr == *'public.tags: key ["a"]: not a key of 2 columns'* ]] || fail "$stderr"
+    run -4 --separate-stderr bash -c 'printf "[\"a\", \"x\"]\n[\"a\", x]\n" | pgapply --dsn-env TARGET_DATABASE_URL --declare-migrated --table public.tags -'
+    [[ $stderr == *"public.tags: standard input, line 2: not a key of 2 columns"* ]] || fail "$stderr"
+    # a table with a UUID column has no owned keys
+    users 2
+    changes u.rs
+    apply u.rs
+    run -6 --separate-stderr apply --declare-migrated --table public.users 1
+    [[ $stderr == *"public.users: refused: it has a UUID column"* ]] || fail "$stderr"
+    # usage
+    run -2 --separate-stderr apply --declare-migrated --table public.items
+    [[ $stderr == *"needs a KEY"* ]] || fail "$stderr"
+    run -2 --separate-stderr apply --declare-migrated 1
+    run -2 --separate-stderr apply --app-rows none ch.rs
+    [[ $stderr == *"--app-rows goes with --register"* ]] || fail "$stderr"
+    run -2 --separate-stderr apply --register --table public.items --legacy-key id --app-rows some
+    [[ $stderr == *"invalid value for --app-rows"* ]] || fail "$stderr"
 }
 
 @test "pgapply: awkward values arrive exactly" {
