@@ -1052,7 +1052,7 @@ run_declare(struct options *o, const struct run_options *ro)
     buf_init(&sql);
     if ((rc = db_connect(&d, o->dsn_env, "target", DB_SESSION_WRITE, o->allow_pooler)) != 0)
         goto done;
-    cancel_db = d;
+    db_cancel_on_signal(d);
     if ((rc = db_exec(d, "SET client_min_messages = warning")) != 0)
         goto done;
     if ((rc = state_version(d, o->schema, &version)) != 0)
@@ -1098,7 +1098,7 @@ run_declare(struct options *o, const struct run_options *ro)
         goto done;
     rc = apply_declare(d, o, &s, &t, o->run_id, ro->keys, ro->nkeys);
 done:
-    cancel_db = NULL;
+    db_cancel_forget(d);
     db_result_free(r);
     buf_free(&sql);
     free(qs);
