@@ -86,3 +86,31 @@ checksum_table() {
         coalesce(string_agg((t.*)::text, E'\\n' ORDER BY (t.*)::text COLLATE \"C\"), ''))
         FROM $table AS t"
 }
+
+# The shop fixture (scripts/shop-fixture):
+# shop_uuids: every migrated row's legacy id and UUID, for "never reissued" checks.
+shop_uuids() {
+    psql_super target -c "
+        SELECT 'customers', legacy_id::text, id FROM customers WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'orders', legacy_id::text, id FROM orders WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'order_items', legacy_id::text, id FROM order_items WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'employees', legacy_id::text, id FROM employees WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'stores', legacy_id::text, id FROM stores WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'events', legacy_id::text, id FROM events WHERE legacy_id IS NOT NULL
+        UNION ALL SELECT 'regions', NULL, id FROM regions
+        ORDER BY 1, 2, 3"
+}
+
+# shop_uuids_kept BEFORE: every UUID of BEFORE (shop_uuids' output) is still its row's,
+# unless the row is gone.
+shop_uuids_kept() {
+    local gone table legacy n
+    gone=$(LC_ALL=C comm -23 <(printf '%s\n' "$1" | LC_ALL=C sort) \
+        <(shop_uuids | LC_ALL=C sort) | awk -F'|' '{print $1, $2}')
+    while read -r table legacy; do
+        [[ -z $table ]] && continue
+        [[ $table == regions ]] && continue
+        n=$(psql_super target -c "SELECT count(*) FROM $table WHERE legacy_id::text = '$legacy'")
+        [[ $n == 0 ]] || fail "$table legacy id $legacy got a new UUID"
+    done <<<"$gone"
+}

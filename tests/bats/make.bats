@@ -47,30 +47,6 @@ in_sync() {
     diff -r "$BATS_TEST_TMPDIR/s" "$BATS_TEST_TMPDIR/t"
 }
 
-uuids() {
-    psql_super target -c "
-        SELECT 'customers', legacy_id::text, id FROM customers WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'orders', legacy_id::text, id FROM orders WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'order_items', legacy_id::text, id FROM order_items WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'employees', legacy_id::text, id FROM employees WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'stores', legacy_id::text, id FROM stores WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'events', legacy_id::text, id FROM events WHERE legacy_id IS NOT NULL
-        ORDER BY 1, 2, 3"
-}
-
-# uuids_kept BEFORE: every UUID of BEFORE (uuids' output) is still its row's,
-# unless the row is gone.
-uuids_kept() {
-    local gone table legacy n
-    gone=$(LC_ALL=C comm -23 <(printf '%s\n' "$1" | LC_ALL=C sort) \
-        <(uuids | LC_ALL=C sort) | awk -F'|' '{print $1, $2}')
-    while read -r table legacy; do
-        [[ -z $table ]] && continue
-        n=$(psql_super target -c "SELECT count(*) FROM $table WHERE legacy_id::text = '$legacy'")
-        [[ $n == 0 ]] || fail "$table legacy id $legacy got a new UUID"
-    done <<<"$gone"
-}
-
 checksums() {
     for t in regions customers orders order_items employees stores product_tags events; do
         checksum_table target "public.$t"
@@ -124,7 +100,7 @@ snapshot_sessions() {
 
 @test "make -j2 sync gives the target migrate gives; UUIDs kept; a second run changes nothing" {
     "$REPO/scripts/shop-fixture" drift 1
-    before=$(uuids)
+    before=$(shop_uuids)
     # Two targets alike: migrate syncs the copy, make the original.
     psql_super postgres -c "CREATE DATABASE target_m TEMPLATE target OWNER target_owner"
     TARGET_DATABASE_URL="host=$PGHOST port=$PGPORT dbname=target_m user=target_owner" \
@@ -142,7 +118,7 @@ snapshot_sessions() {
     diff -r "$BATS_TEST_TMPDIR/t" "$BATS_TEST_TMPDIR/tm"
     # No snapshot holder is left, no UUID reissued, no legacy id twice.
     assert_equal "$(snapshot_sessions)" 0
-    uuids_kept "$before"
+    shop_uuids_kept "$before"
     for t in customers orders order_items employees stores events; do
         run -0 psql_super target -c "SELECT count(*) FROM (SELECT legacy_id FROM $t
             WHERE legacy_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1) d"
@@ -159,7 +135,7 @@ snapshot_sessions() {
 
 @test "make: a run stopped in an upsert goes on with the same RUN_DIR; done stages are skipped" {
     "$REPO/scripts/shop-fixture" drift 2
-    before=$(uuids)
+    before=$(shop_uuids)
     migrate-make --map "$MAP" --output "$BATS_TEST_TMPDIR/small.mk" --batch-rows 2 --quiet
     DRIFTLESS_FAILPOINT=pgapply:upsert:after-commit:1 run setsid make -f "$BATS_TEST_TMPDIR/small.mk" \
         -j2 --no-print-directory sync RUN_DIR="$BATS_TEST_TMPDIR/run"
@@ -172,7 +148,7 @@ snapshot_sessions() {
     run -0 grep -c 'stage=compute snapshots ' "$BATS_TEST_TMPDIR/run/log"
     assert_output 1
     in_sync
-    uuids_kept "$before"
+    shop_uuids_kept "$before"
     run -0 psql_super target -c "SELECT count(*) FROM (SELECT legacy_id FROM customers
         WHERE legacy_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1) d"
     assert_output 0

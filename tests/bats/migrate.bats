@@ -30,33 +30,6 @@ in_sync() {
     diff -r "$BATS_TEST_TMPDIR/s" "$BATS_TEST_TMPDIR/t"
 }
 
-# uuids: every migrated row's legacy id and UUID, for "never reissued" checks.
-uuids() {
-    psql_super target -c "
-        SELECT 'customers', legacy_id::text, id FROM customers WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'orders', legacy_id::text, id FROM orders WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'order_items', legacy_id::text, id FROM order_items WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'employees', legacy_id::text, id FROM employees WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'stores', legacy_id::text, id FROM stores WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'events', legacy_id::text, id FROM events WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'regions', NULL, id FROM regions
-        ORDER BY 1, 2, 3"
-}
-
-# uuids_kept BEFORE: every UUID of BEFORE (uuids' output) is still its row's,
-# unless the row is gone.
-uuids_kept() {
-    local gone table legacy n
-    gone=$(LC_ALL=C comm -23 <(printf '%s\n' "$1" | LC_ALL=C sort) \
-        <(uuids | LC_ALL=C sort) | awk -F'|' '{print $1, $2}')
-    while read -r table legacy; do
-        [[ -z $table ]] && continue
-        [[ $table == regions ]] && continue
-        n=$(psql_super target -c "SELECT count(*) FROM $table WHERE legacy_id::text = '$legacy'")
-        [[ $n == 0 ]] || fail "$table legacy id $legacy got a new UUID"
-    done <<<"$gone"
-}
-
 checksums() {
     for t in regions customers orders order_items employees stores product_tags events; do
         checksum_table target "public.$t"
@@ -81,14 +54,14 @@ checksums() {
 }
 
 @test "migrate: after source changes the target equals the source; UUIDs kept; a second run is a no-op" {
-    before=$(uuids)
+    before=$(shop_uuids)
     born=$(psql_super target -c "SELECT md5(string_agg(c::text, ',' ORDER BY c.email)) FROM customers c WHERE legacy_id IS NULL")
     "$REPO/scripts/shop-fixture" drift 1
     run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run1"
     assert_output --partial "public.customers: inserted"
     in_sync
     # Every UUID issued before the run is unchanged unless its row was deleted.
-    uuids_kept "$before"
+    shop_uuids_kept "$before"
     # No legacy id twice; target-born rows untouched.
     run -0 psql_super target -c "SELECT count(*) FROM (SELECT legacy_id FROM orders
         WHERE legacy_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1) d"
@@ -140,7 +113,7 @@ checksums() {
 
 @test "migrate: killed in the upsert phase, then run again, converges without duplicates" {
     "$REPO/scripts/shop-fixture" drift 3
-    before=$(uuids)
+    before=$(shop_uuids)
     DRIFTLESS_FAILPOINT=pgapply:after-commit:1 run setsid "$REPO/scripts/migrate" --map "$MAP" \
         --run-dir "$BATS_TEST_TMPDIR/run" --batch-rows 2 --quiet
     # 137: SIGKILL, sent by the failpoint to the whole process group.
@@ -156,7 +129,7 @@ checksums() {
 
 @test "migrate: killed in the delete phase, then run again, converges without duplicates" {
     "$REPO/scripts/shop-fixture" drift 4
-    before=$(uuids)
+    before=$(shop_uuids)
     DRIFTLESS_FAILPOINT=pgapply:delete:after-commit:1 run setsid "$REPO/scripts/migrate" --map "$MAP" \
         --run-dir "$BATS_TEST_TMPDIR/run" --batch-rows 2 --quiet
     [[ $status -eq 137 ]] || fail "the failpoint did not stop the run: exit $status"
@@ -173,7 +146,7 @@ checksums() {
     run -1 in_sync
     run -0 --separate-stderr migrate --map "$MAP" --run-dir "$BATS_TEST_TMPDIR/run" --quiet
     in_sync
-    uuids_kept "$before"
+    shop_uuids_kept "$before"
     for t in customers orders order_items employees stores events; do
         run -0 psql_super target -c "SELECT count(*) FROM (SELECT legacy_id FROM $t
             WHERE legacy_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1) d"

@@ -49,30 +49,6 @@ in_sync() {
     diff -r "$BATS_TEST_TMPDIR/s" "$BATS_TEST_TMPDIR/t"
 }
 
-# uuids: every migrated row's legacy id and UUID.
-uuids() {
-    psql_super target -c "
-        SELECT 'customers', legacy_id::text, id FROM customers WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'orders', legacy_id::text, id FROM orders WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'order_items', legacy_id::text, id FROM order_items WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'employees', legacy_id::text, id FROM employees WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'stores', legacy_id::text, id FROM stores WHERE legacy_id IS NOT NULL
-        UNION ALL SELECT 'events', legacy_id::text, id FROM events WHERE legacy_id IS NOT NULL
-        ORDER BY 1, 2, 3"
-}
-
-# uuids_kept BEFORE: a row that was there before still has its UUID (or is gone).
-uuids_kept() {
-    local gone table legacy n
-    gone=$(LC_ALL=C comm -23 <(printf '%s\n' "$1" | LC_ALL=C sort) <(uuids | LC_ALL=C sort) |
-        awk -F'|' '{ print $1, $2 }')
-    while read -r table legacy; do
-        [[ -z $table ]] && continue
-        n=$(psql_super target -c "SELECT count(*) FROM $table WHERE legacy_id::text = '$legacy'")
-        [[ $n == 0 ]] || fail "$table legacy id $legacy got a new UUID"
-    done <<<"$gone"
-}
-
 # no_duplicates: no legacy id twice in any table.
 no_duplicates() {
     local t
@@ -121,7 +97,7 @@ EOF
 kill_and_resume() {
     drift
     local before
-    before=$(uuids)
+    before=$(shop_uuids)
     killer "$BATS_TEST_TMPDIR/shim" "$1" "$2" "$3"
     # dsync's timeout runs sync in a process group of its own: the kill's target.
     DRIFTLESS_BIN="$BATS_TEST_TMPDIR/shim" run dsync --map "$MAP" --state-dir "$STATE"
@@ -135,7 +111,7 @@ kill_and_resume() {
     [[ ! -e $STATE/current ]]
     in_sync
     no_duplicates
-    uuids_kept "$before"
+    shop_uuids_kept "$before"
     [[ $(resumed_runs) -gt $n_resumed ]] || fail "the run is not marked resumed"
 }
 
@@ -294,7 +270,7 @@ EOF
     scratch_setup
     drift
     local before
-    before=$(uuids)
+    before=$(shop_uuids)
     # pgapply's failpoint kills its process group: dsync's timeout gives sync one.
     DRIFTLESS_FAILPOINT=pgapply:after-commit:1 run dsync --map "$MAP" --state-dir "$STATE" \
         --batch-rows 2
@@ -306,7 +282,7 @@ EOF
     grep -q 'stage=start resumed' "$STATE/logs/main.log"
     in_sync
     no_duplicates
-    uuids_kept "$before"
+    shop_uuids_kept "$before"
     [[ $(resumed_runs) -gt $n_resumed ]] || fail "the run is not marked resumed"
 }
 
@@ -337,7 +313,7 @@ EOF
     scratch_setup
     drift
     local before shim=$BATS_TEST_TMPDIR/slow
-    before=$(uuids)
+    before=$(shop_uuids)
     # A slow apply, so that the children outlive the wrapper for a while.
     shim_bin "$shim"
     rm -f "$shim/pgapply"
@@ -367,6 +343,6 @@ EOF
     grep -q 'stage=start resumed' "$STATE/logs/main.log"
     in_sync
     no_duplicates
-    uuids_kept "$before"
+    shop_uuids_kept "$before"
     [[ $(resumed_runs) -gt $n_resumed ]] || fail "the run is not marked resumed"
 }
