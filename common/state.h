@@ -64,7 +64,7 @@
 #define STATE_VERSION 4
 
 /* The migration that brought row images in text form (row_image_sql). */
-#define STATE_IMAGE_VERSION 3
+#define STATE_IMAGE_VERSION 4
 
 /* printf format of the row hash; %s is a row image expression (state_row_image_sql). */
 #define STATE_ROW_HASH_SQL "pg_catalog.md5((%s)::pg_catalog.text)"
