@@ -33,7 +33,7 @@
  * - changes is indexed by its primary key (stream_checksum, table_name,
  *   legacy_key) only: a run's changes are found through its batches
  *   (batches.run_id -> stream_checksum, table_name), then filtered on run_id.
- * - Row images (since version 3): changes.before_image is a jsonb object
+ * - Row images (since version 4): changes.before_image is a jsonb object
  *   mapping every column of the row (generated ones included) to its text
  *   form, (col)::text, SQL NULL as JSON null: exact for every type, where
  *   to_jsonb(row) could not tell a json null from NULL, rewrote json text and
@@ -47,7 +47,7 @@
  *   lc_monetary, TimeZone); every reader sets them as well.
  * - after_hash is md5(image::text) of the row as stored (RETURNING, after
  *   BEFORE triggers and generated columns): STATE_ROW_HASH_SQL; a later check
- *   of the current row hashes the same way. Runs before version 3
+ *   of the current row hashes the same way. Runs before version 4
  *   (runs.image_form NULL) hashed md5(to_jsonb(row)::text).
  */
 #ifndef DRIFTLESS_STATE_H
