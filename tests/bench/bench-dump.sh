@@ -14,6 +14,9 @@ PGSCRATCH=$REPO/scripts/pgscratch
 rows=1000000
 runs=3
 keep=0
+# err, die, usage_error, positive_int, timing, psql_as, the items table
+# shellcheck source=tests/bench/lib.sh
+. "$REPO/tests/bench/lib.sh"
 
 usage() {
     cat <<EOF
@@ -32,31 +35,6 @@ PGBIN (default /usr/lib/postgresql/15/bin).
 Exit status: 0 every goal met, 1 a goal missed, 2 usage error,
 5 the cluster or the table could not be set up, 8 a measured command failed.
 EOF
-}
-
-err() {
-    printf '%s: %s\n' "$prog" "$*" >&2
-}
-
-die() {
-    local code=$1
-    shift
-    err "$@"
-    exit "$code"
-}
-
-usage_error() {
-    err "$1"
-    printf "Try '%s --help' for more information.\n" "$prog" >&2
-    exit 2
-}
-
-# positive_int OPTION VALUE
-positive_int() {
-    if [[ ! $2 =~ ^[0-9]{1,9}$ ]] || ((10#$2 < 1)); then
-        usage_error "invalid value for $1: '$2'"
-    fi
-    printf '%d\n' "$((10#$2))"
 }
 
 while (($# > 0)); do
@@ -82,32 +60,6 @@ done
 ((runs % 2 == 1)) || usage_error "--runs must be odd (the median is reported)"
 
 # ---- measuring helpers ----
-
-# Microseconds since the epoch, from bash's own clock (no fork).
-now_us() {
-    local t=${EPOCHREALTIME/[.,]/}
-    printf '%s\n' "$((10#$t))"
-}
-
-# secs US: microseconds as seconds with three decimals.
-secs() {
-    printf '%d.%03d' "$(($1 / 1000000))" "$((($1 % 1000000 + 500) / 1000))"
-}
-
-# fixed VALUE SCALE DECIMALS: VALUE/SCALE rounded, with DECIMALS (1 or 2) decimals.
-fixed() {
-    local d=$((10 ** $3)) v
-    v=$((($1 * d * 2 + $2) / ($2 * 2)))
-    printf "%d.%0${3}d" "$((v / d))" "$((v % d))"
-}
-
-median() {
-    printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"
-}
-
-loadavg() {
-    cut -d' ' -f1-3 /proc/loadavg
-}
 
 # GNU time writes peak RSS (%M, KiB); without it, poll VmHWM while the process
 # runs (a sample every 20 ms: it may miss a last-moment peak).
@@ -184,75 +136,11 @@ started=1
 eval "$out"
 echo "cluster:  $SCRATCH_DIR ($("$PGBIN/postgres" --version))"
 
-# psql_as ROLE DB [ARGS]: quiet, unaligned, stop at the first error.
-psql_as() {
-    local role=$1 db=$2
-    shift 2
-    "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -q -At -U "$role" -d "$db" "$@"
-}
-
-# Deterministic: every value is a function of id, through hashint8 where real
-# data would not repeat (so zstd is not flattered by periodic values). NULL, ''
-# and awkward bytes (tab, newline, CR, quotes, backslash, emoji) in every
-# text-like column.
-gen_sql="
-CREATE TABLE items (
-    id bigint PRIMARY KEY,
-    name text,
-    price numeric(12,2),
-    qty int,
-    tags text[],
-    doc jsonb,
-    note text,
-    updated_at timestamptz
-);
-INSERT INTO items
-SELECT i,
-    CASE WHEN i % 97 = 0 THEN NULL
-         WHEN i % 89 = 0 THEN ''
-         WHEN i % 53 = 0 THEN E'tab\there, \"quoted\", back\\\\slash ' || i
-         WHEN i % 41 = 0 THEN E'line one\nline two \U0001F600 ' || i
-         ELSE (ARRAY['widget','gadget','sprocket','gizmo','bracket','flange','bolt','washer',
-                     'hinge','spring','valve','gasket'])[1 + h % 12]
-              || ' ' || (ARRAY['small','large','blue','red','deluxe','basic','steel',
-                               'brass','long','short'])[1 + h2 % 10]
-              || ' ' || (h % 9973)
-    END,
-    CASE WHEN i % 50 = 0 THEN NULL ELSE (h2 % 10000000) / 100.0 END,
-    CASE WHEN i % 31 = 0 THEN NULL ELSE h % 2000 - 100 END,
-    CASE WHEN i % 43 = 0 THEN NULL
-         WHEN i % 47 = 0 THEN '{}'::text[]
-         WHEN i % 29 = 0 THEN ARRAY['a\"b', E'c\\\\d', NULL, '', 'e f', E'\U0001F600']
-         ELSE ARRAY['cat' || h % 40, 'tag' || h2 % 300]
-    END,
-    CASE WHEN i % 37 = 0 THEN NULL
-         ELSE jsonb_build_object(
-             'sku', 'SKU-' || lpad((h % 1000000)::text, 6, '0'),
-             'weight', (h2 % 5000) / 10.0,
-             'active', h % 3 > 0,
-             'dims', jsonb_build_array(h % 100, h2 % 100, NULL),
-             'label', CASE WHEN i % 11 = 0 THEN E'tab\t nl\n \"q\" \\\\ \U0001F600' ELSE 'plain' END)
-    END,
-    CASE WHEN i % 3 = 0 THEN NULL
-         WHEN i % 17 = 0 THEN ''
-         ELSE 'note ' || md5(i::text)
-              || CASE WHEN i % 5 = 0 THEN E'\r\nsecond line\twith a tab' ELSE '' END
-    END,
-    CASE WHEN i % 61 = 0 THEN NULL
-         ELSE timestamptz '2020-01-01 00:00:00+00' + i * interval '30 seconds'
-              + (h % 86400000000) * interval '1 microsecond'
-    END
-FROM generate_series(1::bigint, $rows) AS i,
-    LATERAL (SELECT hashint8(i)::bigint & 2147483647 AS h,
-                    hashint8(-i)::bigint & 2147483647 AS h2) AS r;
-VACUUM ANALYZE items;
-"
-
 echo
 printf 'generating items as legacy_owner in legacy ... '
 t0=$(now_us)
 # On stdin, not -c: VACUUM cannot run in -c's implicit transaction.
-printf '%s\n' "$gen_sql" | psql_as legacy_owner legacy >"$work/gen.log" 2>&1 ||
+items_source_sql "$rows" | psql_as legacy_owner legacy >"$work/gen.log" 2>&1 ||
     { cat "$work/gen.log" >&2; die 5 "could not create the items table"; }
 t1=$(now_us)
 table_size=$(psql_as legacy_owner legacy -c "SELECT pg_size_pretty(pg_total_relation_size('items'))")

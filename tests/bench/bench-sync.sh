@@ -17,7 +17,8 @@ goal_stages=(pgdump-rows idmap rowhash rowdiff pgapply)
 rows=1000000
 runs=1
 keep=0
-# err, die, usage_error, positive_int, timing, psql_as, checkpoint, bench_shim
+# err, die, usage_error, positive_int, timing, psql_as, checkpoint, bench_shim,
+# the items table
 # shellcheck source=tests/bench/lib.sh
 . "$REPO/tests/bench/lib.sh"
 
@@ -149,70 +150,8 @@ eval "$out"
 server_log=$SCRATCH_DIR/server.log
 echo "cluster:  $SCRATCH_DIR ($("$PGBIN/postgres" --version)), log_min_duration_statement=0"
 
-# gen_insert LO HI: INSERT the generated rows with ids LO..HI. Deterministic:
-# every value is a function of id, through hashint8 where real data would not
-# repeat. NULL, '' and awkward bytes (tab, newline, CR, quotes, backslash,
-# emoji) in every text-like column (the same rows as bench-dump.sh).
-gen_insert() {
-    cat <<EOF
-INSERT INTO items
-SELECT i,
-    CASE WHEN i % 97 = 0 THEN NULL
-         WHEN i % 89 = 0 THEN ''
-         WHEN i % 53 = 0 THEN E'tab\\there, "quoted", back\\\\slash ' || i
-         WHEN i % 41 = 0 THEN E'line one\\nline two \\U0001F600 ' || i
-         ELSE (ARRAY['widget','gadget','sprocket','gizmo','bracket','flange','bolt','washer',
-                     'hinge','spring','valve','gasket'])[1 + h % 12]
-              || ' ' || (ARRAY['small','large','blue','red','deluxe','basic','steel',
-                               'brass','long','short'])[1 + h2 % 10]
-              || ' ' || (h % 9973)
-    END,
-    CASE WHEN i % 50 = 0 THEN NULL ELSE (h2 % 10000000) / 100.0 END,
-    CASE WHEN i % 31 = 0 THEN NULL ELSE h % 2000 - 100 END,
-    CASE WHEN i % 43 = 0 THEN NULL
-         WHEN i % 47 = 0 THEN '{}'::text[]
-         WHEN i % 29 = 0 THEN ARRAY['a"b', E'c\\\\d', NULL, '', 'e f', E'\\U0001F600']
-         ELSE ARRAY['cat' || h % 40, 'tag' || h2 % 300]
-    END,
-    CASE WHEN i % 37 = 0 THEN NULL
-         ELSE jsonb_build_object(
-             'sku', 'SKU-' || lpad((h % 1000000)::text, 6, '0'),
-             'weight', (h2 % 5000) / 10.0,
-             'active', h % 3 > 0,
-             'dims', jsonb_build_array(h % 100, h2 % 100, NULL),
-             'label', CASE WHEN i % 11 = 0 THEN E'tab\\t nl\\n "q" \\\\ \\U0001F600' ELSE 'plain' END)
-    END,
-    CASE WHEN i % 3 = 0 THEN NULL
-         WHEN i % 17 = 0 THEN ''
-         ELSE 'note ' || md5(i::text)
-              || CASE WHEN i % 5 = 0 THEN E'\\r\\nsecond line\\twith a tab' ELSE '' END
-    END,
-    CASE WHEN i % 61 = 0 THEN NULL
-         ELSE timestamptz '2020-01-01 00:00:00+00' + i * interval '30 seconds'
-              + (h % 86400000000) * interval '1 microsecond'
-    END
-FROM generate_series($1::bigint, $2) AS i,
-    LATERAL (SELECT hashint8(i)::bigint & 2147483647 AS h,
-                    hashint8(-i)::bigint & 2147483647 AS h2) AS r;
-EOF
-}
-
 cols="name, price, qty, tags, doc, note, updated_at"
 
-source_sql="
-CREATE TABLE items (
-    id bigint PRIMARY KEY,
-    name text,
-    price numeric(12,2),
-    qty int,
-    tags text[],
-    doc jsonb,
-    note text,
-    updated_at timestamptz
-);
-$(gen_insert 1 "$rows")
-VACUUM ANALYZE items;
-"
 
 # The earlier migration's form: a UUID key with a default, the legacy id
 # unique, RLS on (the owner, which the sync runs as, bypasses it).
@@ -242,7 +181,7 @@ echo
 printf 'generating items (source) as legacy_owner in legacy ... '
 t0=$(now_us)
 # On stdin, not -c: VACUUM cannot run in -c's implicit transaction.
-printf '%s\n' "$source_sql" | psql_as legacy_owner legacy >"$work/gen.log" 2>&1 ||
+items_source_sql "$rows" | psql_as legacy_owner legacy >"$work/gen.log" 2>&1 ||
     { cat "$work/gen.log" >&2; die 5 "could not create the source items table"; }
 echo "$(secs $(($(now_us) - t0))) s; $(psql_as legacy_owner legacy -c "SELECT pg_size_pretty(pg_total_relation_size('items'))") with its index"
 
@@ -368,7 +307,7 @@ UPDATE items AS i SET
 FROM pick AS p WHERE p.id = i.id AND p.rn <= $ku;
 DELETE FROM items AS i USING pick AS p WHERE p.id = i.id AND p.rn > $ku;
 EOF
-        gen_insert "$next_id" $((next_id + ki - 1))
+        items_insert "$next_id" $((next_id + ki - 1))
         echo "COMMIT;"
     } | psql_as legacy_owner legacy >/dev/null || die 5 "drift $drift_no failed"
     next_id=$((next_id + ki))
