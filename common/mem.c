@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "utf8.h"
 
 static _Noreturn void
 out_of_memory(size_t n)
@@ -141,41 +142,6 @@ buf_printf(struct buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-/* The length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t
-utf8_len(const unsigned char *p, size_t n)
-{
-    size_t len;
-    unsigned cp;
-
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-        len = 2;
-        cp = p[0] & 0x1fu;
-    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        len = 3;
-        cp = p[0] & 0x0fu;
-    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        len = 4;
-        cp = p[0] & 0x07u;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3fu);
-    }
-    /* Overlong forms, surrogates and code points past U+10FFFF are not UTF-8. */
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
 void
 buf_json_string(struct buf *b, const char *s, size_t len)
 {
@@ -188,7 +154,8 @@ buf_json_string(struct buf *b, const char *s, size_t len)
     }
     buf_putc(b, '"');
     while (i < len) {
-        size_t n;
+        uint32_t cp;
+        int n;
 
         if (p[i] == '"' || p[i] == '\\') {
             buf_printf(b, "\\%c", p[i]);
@@ -202,9 +169,9 @@ buf_json_string(struct buf *b, const char *s, size_t len)
         } else if (p[i] < 0x20 || p[i] == 0x7f) {
             buf_printf(b, "\\u%04x", p[i]);
             i++;
-        } else if ((n = utf8_len(p + i, len - i)) > 0) {
-            buf_append(b, p + i, n);
-            i += n;
+        } else if ((n = utf8_decode(p + i, len - i, &cp)) > 0) {
+            buf_append(b, p + i, (size_t)n);
+            i += (size_t)n;
         } else {
             /* JSON is UTF-8: a byte that is not stands as U+FFFD. */
             buf_puts(b, "\\ufffd");

@@ -21,6 +21,7 @@
 #include "mem.h"
 #include "pgapply.h"
 #include "state.h"
+#include "utf8.h"
 
 #define MAX_RETRIES 5
 
@@ -985,50 +986,6 @@ add_run_deferred(struct ctx *c, uint64_t ord)
     c->deferred[c->ndeferred++] = ord;
 }
 
-/* 1 if [p, p+n) is valid UTF-8 without NUL (what a text column can hold). */
-static int
-valid_utf8(const unsigned char *p, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        unsigned char ch = p[i];
-        size_t len;
-        unsigned int cp;
-
-        if (ch == 0)
-            return 0;
-        if (ch < 0x80) {
-            i++;
-            continue;
-        }
-        if (ch >= 0xc2 && ch <= 0xdf) {
-            len = 2;
-            cp = ch & 0x1f;
-        } else if (ch >= 0xe0 && ch <= 0xef) {
-            len = 3;
-            cp = ch & 0x0f;
-        } else if (ch >= 0xf0 && ch <= 0xf4) {
-            len = 4;
-            cp = ch & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + len > n)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-            return 0;
-        i += len;
-    }
-    return 1;
-}
-
 /* COPY text: backslash escapes for the four bytes that would end a field or row. */
 static void
 copy_escape(struct buf *b, const struct rs_value *v)
@@ -1092,7 +1049,7 @@ batch_add(struct ctx *c, const struct rs_value *v, uint64_t ord)
         int col = k < s->nkeys ? s->key_cols[k] : s->data_cols[k - s->nkeys];
         const struct rs_value *x = &v[col];
 
-        if (x->data != NULL && !valid_utf8((const unsigned char *)x->data, x->len)) {
+        if (x->data != NULL && !utf8_valid_text((const unsigned char *)x->data, x->len)) {
             struct buf r;
 
             buf_init(&r);
@@ -2048,14 +2005,14 @@ import_copy(struct ctx *c, struct rs_reader *r, const int *kcols, int ucol)
 
             if (x->data == NULL)
                 buf_printf(&msg, "key column %s is NULL", h->cols[kcols[k]].name);
-            else if (!valid_utf8((const unsigned char *)x->data, x->len))
+            else if (!utf8_valid_text((const unsigned char *)x->data, x->len))
                 buf_printf(&msg, "key column %s is not valid UTF-8", h->cols[kcols[k]].name);
             else if (h->cols[kcols[k]].order == RS_ORDER_INT &&
                      rs_parse_int64(x->data, x->len, &i64) != 0)
                 buf_printf(&msg, "key column %s is not an integer", h->cols[kcols[k]].name);
         }
         if (msg.len == 0 && v[ucol].data != NULL &&
-            !valid_utf8((const unsigned char *)v[ucol].data, v[ucol].len))
+            !utf8_valid_text((const unsigned char *)v[ucol].data, v[ucol].len))
             buf_puts(&msg, "malformed UUID");
         if (msg.len > 0) {
             struct buf where;

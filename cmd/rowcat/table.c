@@ -16,6 +16,7 @@
 
 #include "io.h"
 #include "mem.h"
+#include "utf8.h"
 
 #define CUT_MARK  "..."
 #define CUT_WIDTH 3
@@ -43,44 +44,6 @@ table_init_locale(void)
 {
     /* Widths only; messages and number formats stay in the C locale. */
     utf8_locale = setlocale(LC_CTYPE, "C.UTF-8") != NULL;
-}
-
-/* Length of the UTF-8 sequence at s (1..4) and its code point, or 0 when invalid. */
-static int
-utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    uint32_t c;
-    int len;
-
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        len = 2;
-        c = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        len = 3;
-        c = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        len = 4;
-        c = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if ((size_t)len > n)
-        return 0;
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        c = (c << 6) | (s[i] & 0x3f);
-    }
-    /* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
-    if ((len == 3 && c < 0x800) || (len == 4 && (c < 0x10000 || c > 0x10ffff)) ||
-        (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    *cp = c;
-    return len;
 }
 
 /*
