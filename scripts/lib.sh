@@ -599,7 +599,7 @@ incr_keys() {
         for ik_p in $(map_prefixed "$map" "$ik_t" fk. | sed 's/^[^=]*=//'); do
             [ "$ik_p" != "$ik_t" ] || continue
             if [ ! -f "$run_dir/tmp/$ik_p.kset.n" ] ||
-                [ "$(incr_num "$run_dir/tmp/$ik_p.kdiff.json" delete)" != 0 ]; then
+                [ "$(json_num "$run_dir/tmp/$ik_p.kdiff.json" delete)" != 0 ]; then
                 ik_why="its parent $ik_p is read in full or lost rows"
                 break
             fi
@@ -609,7 +609,7 @@ incr_keys() {
         incr_diff_keys "$ik_t" "$ik_ws" "$ik_wt" || ik_why="the keys could not be read incrementally (exit $id_rc)"
     fi
     if [ -z "$ik_why" ] && map_prefixed "$map" "$ik_t" fk. | sed 's/^[^=]*=//' | grep -qxF "$ik_t" &&
-        [ "$(incr_num "$ik_tmp.kdiff.json" delete)" != 0 ]; then
+        [ "$(json_num "$ik_tmp.kdiff.json" delete)" != 0 ]; then
         ik_why="it references itself and lost rows"
     fi
     if [ -z "$ik_why" ]; then
@@ -638,9 +638,9 @@ incr_keys() {
     return 0
 }
 
-# incr_num FILE KEY: a number from a one-line JSON object (0 when absent).
-incr_num() {
-    sed -n "s/.*\"$2\": *\([0-9]*\).*/\1/p" "$1" 2>/dev/null | awk '{ n = $1 + 0 } END { print n + 0 }'
+# json_num FILE KEY: a number from a one-line JSON object (empty when absent).
+json_num() {
+    sed -n "s/.*\"$2\": *\\([0-9.]*\\).*/\\1/p" "$1" 2>/dev/null | head -n 1
 }
 
 # incr_diff_keys TABLE SOURCE_XMIN TARGET_XMIN: the keys-only merge of both
