@@ -12,8 +12,7 @@ KEY=public.customers:1000001
 setup_file() {
     scratch_setup_file
     [[ ${SKIP_DB:-} == 1 ]] && return 0
-    export SHOP="$BATS_FILE_TMPDIR/shop"
-    "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
+    shop_load
     local step rc
     for step in a b c d; do
         case $step in

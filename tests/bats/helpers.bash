@@ -88,6 +88,14 @@ checksum_table() {
 }
 
 # The shop fixture (scripts/shop-fixture):
+# shop_load: its legacy source and migrated target in this file's cluster;
+# SHOP is its directory, MAP its table map.
+shop_load() {
+    export SHOP="$BATS_FILE_TMPDIR/shop"
+    "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
+    export MAP="$SHOP/shop.map"
+}
+
 # shop_uuids: every migrated row's legacy id and UUID, for "never reissued" checks.
 shop_uuids() {
     psql_super target -c "

@@ -9,9 +9,7 @@ load helpers
 setup_file() {
     scratch_setup_file
     [[ ${SKIP_DB:-} == 1 ]] && return 0
-    export SHOP="$BATS_FILE_TMPDIR/shop"
-    "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
-    export MAP="$SHOP/shop.map"
+    shop_load
     export MK="$BATS_FILE_TMPDIR/driftless.mk"
     "$REPO/scripts/migrate-make" --map "$MAP" --output "$MK" --quiet
     # The first run registers the tables (product_tags' keys) on an in-sync target.

@@ -12,8 +12,7 @@ SCHEMA="$REPO/share/report/report.schema.json"
 setup_file() {
     scratch_setup_file
     [[ ${SKIP_DB:-} == 1 ]] && return 0
-    export SHOP="$BATS_FILE_TMPDIR/shop"
-    "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
+    shop_load
     "$REPO/scripts/shop-fixture" drift 1 >/dev/null
     export RUN="$BATS_FILE_TMPDIR/run"
     # Rejected rows (exit 1) are a result the report must show, not a failure here.

@@ -14,9 +14,7 @@ load helpers
 setup_file() {
     scratch_setup_file
     [[ ${SKIP_DB:-} == 1 ]] && return 0
-    export SHOP="$BATS_FILE_TMPDIR/shop"
-    "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
-    export MAP="$SHOP/shop.map"
+    shop_load
     psql_as legacy_owner legacy -c "CREATE TABLE public.odd (id int PRIMARY KEY, txt text, b bytea,
             j jsonb, a text[], n numeric, f float8, ts timestamptz, d date);
         GRANT SELECT ON public.odd TO legacy_reader;

@@ -9,9 +9,7 @@ load helpers
 setup_file() {
     scratch_setup_file
     [[ ${SKIP_DB:-} == 1 ]] && return 0
-    export SHOP="$BATS_FILE_TMPDIR/shop"
-    "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
-    export MAP="$SHOP/shop.map"
+    shop_load
     export ROUND_FILE="$BATS_FILE_TMPDIR/round"
     echo 0 >"$ROUND_FILE"
 }

@@ -8,9 +8,7 @@ load helpers
 setup_file() {
     scratch_setup_file
     [[ ${SKIP_DB:-} == 1 ]] && return 0
-    export SHOP="$BATS_FILE_TMPDIR/shop"
-    "$REPO/scripts/shop-fixture" load --dir "$SHOP" >/dev/null
-    export MAP="$SHOP/shop.map"
+    shop_load
     "$REPO/scripts/shop-fixture" drift 1 >/dev/null
     "$REPO/scripts/migrate" --map "$MAP" --run-dir "$BATS_FILE_TMPDIR/m" --quiet
 }
