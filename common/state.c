@@ -171,6 +171,13 @@ static const struct migration migrations[] = {
       "$f$;\n"
       "REVOKE ALL ON FUNCTION @S@.row_image_sql(pg_catalog.regclass, pg_catalog.text)\n"
       "    FROM PUBLIC;\n" },
+    /*
+     * The transaction (txid with epoch) that committed each batch: the rows
+     * a run wrote carry it as xmin, so the next incremental compare does not
+     * take the run's own writes for changes in the target. NULL for batches
+     * before version 5 (their rows are then read again: the safe side).
+     */
+    { 5, "batch xids", "ALTER TABLE @S@.batches ADD COLUMN xid bigint;\n" },
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -61,7 +61,7 @@
 #define STATE_DEFAULT_SCHEMA "driftless"
 
 /* The migration this build brings the state schema up to. */
-#define STATE_VERSION 4
+#define STATE_VERSION 5
 
 /* The migration that brought row images in text form (row_image_sql). */
 #define STATE_IMAGE_VERSION 4

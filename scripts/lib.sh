@@ -138,36 +138,42 @@ list_words() {
 
 # ---- exported snapshots ----
 
-# snap_open SIDE ENVNAME DIR: start a holder of an exported snapshot; sets
-# snap_<SIDE> to its id. The holder keeps its transaction until snap_close.
+# snap_open DIR: start a holder of an exported snapshot on each side, at
+# once; sets snap_source and snap_target to their ids, snap_xmin_source and
+# snap_xmin_target to their xmins. The holders keep their transactions until
+# snap_close.
 snap_open() {
-    snap_side=$1
-    rm -f "$3/hold.$snap_side" "$3/snap.$snap_side"
-    mkfifo "$3/hold.$snap_side" || dl_die 3 "could not create $3/hold.$snap_side"
-    pgdump-rows --dsn-env "$2" --export-snapshot <"$3/hold.$snap_side" >"$3/snap.$snap_side" &
-    eval "snap_pid_$snap_side=\$!"
-    # Opening the write end lets the holder start; closing it ends the holder.
-    case $snap_side in
-    source) exec 8>"$3/hold.$snap_side" ;;
-    target) exec 9>"$3/hold.$snap_side" ;;
-    esac
-    snap_wait=0
-    while [ ! -s "$3/snap.$snap_side" ]; do
-        if ! kill -0 "$(eval "echo \$snap_pid_$snap_side")" 2>/dev/null; then
-            wait "$(eval "echo \$snap_pid_$snap_side")"
-            dl_die 5 "$snap_side: could not export a snapshot"
-        fi
-        snap_wait=$((snap_wait + 1))
-        [ $snap_wait -lt 600 ] || dl_die 5 "$snap_side: no snapshot after 60 s"
-        sleep 0.1
+    for snap_side in source target; do
+        rm -f "$1/hold.$snap_side" "$1/snap.$snap_side"
+        mkfifo "$1/hold.$snap_side" || dl_die 3 "could not create $1/hold.$snap_side"
+        if [ $snap_side = source ]; then snap_env=$source_env; else snap_env=$target_env; fi
+        pgdump-rows --dsn-env "$snap_env" --export-snapshot <"$1/hold.$snap_side" >"$1/snap.$snap_side" &
+        eval "snap_pid_$snap_side=\$!"
+        # Opening the write end lets the holder start; closing it ends the holder.
+        case $snap_side in
+        source) exec 8>"$1/hold.$snap_side" ;;
+        target) exec 9>"$1/hold.$snap_side" ;;
+        esac
     done
-    snap_id=$(head -n 1 "$3/snap.$snap_side")
-    # The second line is the snapshot's xmin: the watermark of an incremental compare.
-    snap_x=$(sed -n 2p "$3/snap.$snap_side")
-    case $snap_side in
-    source) snap_source=$snap_id snap_xmin_source=$snap_x ;;
-    target) snap_target=$snap_id snap_xmin_target=$snap_x ;;
-    esac
+    snap_wait=0
+    for snap_side in source target; do
+        while [ ! -s "$1/snap.$snap_side" ]; do
+            if ! kill -0 "$(eval "echo \$snap_pid_$snap_side")" 2>/dev/null; then
+                wait "$(eval "echo \$snap_pid_$snap_side")"
+                dl_die 5 "$snap_side: could not export a snapshot"
+            fi
+            snap_wait=$((snap_wait + 1))
+            [ $snap_wait -lt 3000 ] || dl_die 5 "$snap_side: no snapshot after 60 s"
+            sleep 0.02
+        done
+        snap_id=$(head -n 1 "$1/snap.$snap_side")
+        # The second line is the snapshot's xmin: the watermark of an incremental compare.
+        snap_x=$(sed -n 2p "$1/snap.$snap_side")
+        case $snap_side in
+        source) snap_source=$snap_id snap_xmin_source=$snap_x ;;
+        target) snap_target=$snap_id snap_xmin_target=$snap_x ;;
+        esac
+    done
 }
 
 # snap_close: end both holders (their read-only transactions end with them).
@@ -191,8 +197,7 @@ snap_hold() {
     sh_token="$$.$(date +%s%N)"
     printf '%s\n' "$sh_token" >"$1/hold.token"
     (
-        snap_open source "$source_env" "$1"
-        snap_open target "$target_env" "$1"
+        snap_open "$1"
         printf '%s\n' "$sh_token" >"$1/hold.ready"
         while kill -0 "$2" 2>/dev/null && [ -f "$1/hold.token" ] &&
             [ "$(cat "$1/hold.token" 2>/dev/null)" = "$sh_token" ]; do
@@ -437,10 +442,13 @@ map_order() {
 # line; empty before the first run), read in the target's snapshot.
 state_tables() {
     registered=
-    st_has=$(pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name state \
-        --key n --query "SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = 'driftless'" |
-        rowcat --csv) || return 5
-    [ "$st_has" = 1 ] || return 0
+    # state_ready=1: this process installed the schema (pgapply --begin-run).
+    if [ "${state_ready:-0}" != 1 ]; then
+        st_has=$(pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name state \
+            --key n --query "SELECT count(*) AS n FROM pg_catalog.pg_namespace WHERE nspname = 'driftless'" |
+            rowcat --csv) || return 5
+        [ "$st_has" = 1 ] || return 0
+    fi
     registered=$(pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name state \
         --key table_name --query "SELECT table_name FROM driftless.tables" | rowcat --csv) ||
         return 5
@@ -543,13 +551,18 @@ incr_plan() {
 }
 
 # incr_read: the watermarks this run may use into $run_dir/tmp/watermarks
-# (table, source xmin, target xmin, plan), read in the target's snapshot: those
-# recorded under the catalog fingerprints this run recorded at its start.
+# (table, source xmin, target xmin, plan, the 32-bit xids of the watermark
+# run's batches of the table, comma-separated, or -), read in the target's
+# snapshot: those recorded under the catalog fingerprints this run recorded
+# at its start.
 incr_read() {
     : >"$run_dir/tmp/watermarks"
     [ -n "$dl_run_id" ] && [ -n "$registered" ] || return 0
     pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name watermarks \
-        --key table_name --query "SELECT w.table_name, w.source_xmin, w.target_xmin, w.plan
+        --key table_name --query "SELECT w.table_name, w.source_xmin, w.target_xmin, w.plan,
+                coalesce((SELECT pg_catalog.string_agg(DISTINCT (b.xid % 4294967296)::text, ',')
+                          FROM driftless.batches AS b
+                          WHERE b.run_id = w.run_id AND b.table_name = w.table_name), '-') AS xids
             FROM driftless.watermarks AS w JOIN driftless.runs AS r ON r.id = $(sql_lit "$dl_run_id")::bigint
             WHERE w.source_fingerprint = r.source_fingerprint
               AND w.target_fingerprint = r.target_fingerprint" |
@@ -581,16 +594,17 @@ incr_keys() {
     if [ -z "$ik_why" ]; then
         if [ "$2" = 1 ]; then
             ik_why="--full"
-        elif ! ik_wm=$(awk -F '\t' -v t="$1" '$1 == t { print $2, $3, $4; f = 1 } END { exit !f }' \
+        elif ! ik_wm=$(awk -F '\t' -v t="$1" '$1 == t { print $2, $3, $4, $5; f = 1 } END { exit !f }' \
             "$run_dir/tmp/watermarks" 2>/dev/null); then
             ik_why="no watermark (first run, rejected rows, or the catalog changed)"
         fi
     fi
     if [ -z "$ik_why" ]; then
-        # shellcheck disable=SC2086 # three words
+        # shellcheck disable=SC2086 # four words
         set -- $ik_wm
-        ik_ws=$1 ik_wt=$2
+        ik_ws=$1 ik_wt=$2 ik_wx=${4:--}
         case $ik_ws$ik_wt in '' | *[!0-9]*) ik_why="a malformed watermark" ;; esac
+        case $ik_wx in -) ;; '' | *[!0-9,]* | ,* | *, | *,,*) ik_why="a malformed watermark" ;; esac
         [ "$3" = "$ik_plan" ] || ik_why="the map's entry for the table changed"
     fi
     # A dangling foreign key is found in compute: a child whose parent lost
@@ -606,7 +620,7 @@ incr_keys() {
         done
     fi
     if [ -z "$ik_why" ]; then
-        incr_diff_keys "$ik_t" "$ik_ws" "$ik_wt" || ik_why="the keys could not be read incrementally (exit $id_rc)"
+        incr_diff_keys "$ik_t" "$ik_ws" "$ik_wt" "$ik_wx" || ik_why="the keys could not be read incrementally (exit $id_rc)"
     fi
     if [ -z "$ik_why" ] && map_prefixed "$map" "$ik_t" fk. | sed 's/^[^=]*=//' | grep -qxF "$ik_t" &&
         [ "$(json_num "$ik_tmp.kdiff.json" delete)" != 0 ]; then
@@ -643,18 +657,23 @@ json_num() {
     sed -n "s/.*\"$2\": *\\([0-9.]*\\).*/\\1/p" "$1" 2>/dev/null | head -n 1
 }
 
-# incr_diff_keys TABLE SOURCE_XMIN TARGET_XMIN: the keys-only merge of both
-# sides, each key marked changed ('s' source, 't' target) when its row's xmin
-# is not older than the side's watermark, into the change stream
+# incr_diff_keys TABLE SOURCE_XMIN TARGET_XMIN XIDS: the keys-only merge of
+# both sides, each key marked changed ('s' source, 't' target) when its row's
+# xmin is not older than the side's watermark, into the change stream
 # tmp/TABLE.kset.rs: the keys to read in full (inserts, deletes, and rows
-# changed on either side). A watermark 2^31 transactions old or more, or newer
-# than the snapshot (another cluster), marks every row. Sets id_rc.
+# changed on either side). XIDS (comma-separated, or -) are the watermark
+# run's own batches: a target row it wrote and nobody changed since is equal
+# to the source then, so it is not marked. A watermark 2^31 transactions old
+# or more, or newer than the snapshot (another cluster), marks every row.
+# Sets id_rc.
 incr_diff_keys() {
     id_tmp=$run_dir/tmp/$1
     # xmin is 32 bits: its age is taken modulo 2^32 from the snapshot's xmax,
     # exact for every row that is not frozen and younger than 2^31 transactions.
     id_new='((dl_s.x % 4294967296) - t.xmin::text::bigint + 4294967296) % 4294967296 <= dl_s.x - dl_s.w OR dl_s.x - dl_s.w NOT BETWEEN 0 AND 2147483647'
     id_snap='(SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS x'
+    id_ours=
+    [ "$4" = - ] || id_ours=" AND t.xmin::text::bigint <> ALL ('{$4}'::bigint[])"
     id_sel=$(awk -v sk="$t_sk" -v lk="$t_lk" 'BEGIN {
         n = split(sk, s, ","); split(lk, l, ","); o = ""
         for (i = 1; i <= n; i++) { a = s[i]; b = l[i]; gsub(/"/, "\"\"", a); gsub(/"/, "\"\"", b)
@@ -671,7 +690,7 @@ incr_diff_keys() {
     rowhash <"$id_tmp".k1 >"$id_tmp".k2 &
     bg_pids="$bg_pids $!"
     pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name "$1" --key "$t_lk" \
-        --query "SELECT $(printf '%s' "$t_keysel" | sed 's/"\([^"]*\)"/t."\1"/g'), CASE WHEN $id_new THEN 't' ELSE 'o' END AS dl_mark
+        --query "SELECT $(printf '%s' "$t_keysel" | sed 's/"\([^"]*\)"/t."\1"/g'), CASE WHEN ($id_new)$id_ours THEN 't' ELSE 'o' END AS dl_mark
                  FROM $(sql_ident "$1") AS t, $id_snap, $3::bigint AS w) AS dl_s
                  WHERE $(printf '%s' "$t_keynotnull" | sed 's/"\([^"]*\)"/t."\1"/g')" \
         >"$id_tmp".k3 2>>"$run_dir/log" &

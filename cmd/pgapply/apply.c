@@ -67,6 +67,7 @@ struct ctx {
     char *sql_copy, *sql_lock, *sql_lock_del, *sql_check, *sql_update, *sql_insert;
     char *sql_delete, *sql_not_owned, *sql_checkpoint, *sql_resolve;
     char *sql_fast;  /* the upsert in one statement (see fast_upsert_sql), or NULL */
+    int no_fast;     /* the batch takes the careful path: fast_upsert refused it */
     int lock_delete; /* the delete phase locks its rows in a pass of their own */
     char **sql_children, **sql_children_all;
 
@@ -454,13 +455,19 @@ fast_upsert_sql(const struct ctx *c)
     join_cond(&b, c, "t", "b");
     buf_puts(&b, " WHERE b._rec >= $1 AND b._rec < $2 FOR UPDATE OF t), ");
 
-    /* codes 2, 3 and 4 of the check */
+    /*
+     * codes 2, 3 and 4 of the check. A stream that carries the UUID took it
+     * from the crosswalk (idmap), whose entries never change: the row's UUID
+     * is checked against it, and the crosswalk is read again only for an
+     * insert that found its key taken (code 4), not once an update.
+     */
     buf_printf(&b, "u AS (UPDATE %s AS t SET ", c->t->qname);
     set_list(&b, c, "x");
     buf_printf(&b,
                " FROM x LEFT JOIN LATERAL (SELECT cw.uuid FROM %s.crosswalk AS cw"
-               " WHERE cw.table_name = $3 AND cw.legacy_key = x._lk LIMIT 1) AS cx ON true WHERE ",
-               c->qs);
+               " WHERE cw.table_name = $3 AND cw.legacy_key = x._lk%s LIMIT 1) AS cx ON true"
+               " WHERE ",
+               c->qs, c->t->uuid_scol >= 0 ? " AND x._op = 'I'" : "");
     /* by key, not ctid: a ctid names a row of one partition only */
     join_cond(&b, c, "t", "x");
     buf_printf(&b,
@@ -792,9 +799,9 @@ build_statements(struct ctx *c)
     buf_printf(&b,
                "INSERT INTO %s.batches (stream_checksum, table_name, phase, batch, run_id,"
                " first_record, last_record, rows, inserted, updated, deleted, rejected, deferred,"
-               " rejects) VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7::bigint,"
+               " rejects, xid) VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7::bigint,"
                " $8::integer, $9::integer, $10::integer, $11::integer, $12::integer,"
-               " $13::bigint[], $14::jsonb)",
+               " $13::bigint[], $14::jsonb, pg_catalog.txid_current())",
                c->qs);
     c->sql_checkpoint = xstrdup(b.data);
     buf_free(&b);
@@ -1455,8 +1462,13 @@ checkpoint(struct ctx *c)
 
 /*
  * The batch's upsert in one statement (fast_upsert_sql). *done = 1 when it
- * applied the whole batch; else it is rolled back and the careful path
- * (lock, check, apply_range) takes the batch. Returns 0, F_RETRY or a code.
+ * applied the whole batch; else the careful path (lock, check, apply_range)
+ * takes the batch. Returns 0, F_RETRY or a code.
+ * In a batch's own transaction there is no savepoint: the rows then carry
+ * the transaction's xid, which the checkpoint records (batches.xid) for the
+ * next incremental compare. A refused batch sets no_fast and returns
+ * F_RETRY: flush_batch rolls back and starts it again on the careful path.
+ * Inside a group's transaction a savepoint takes the statement back.
  */
 static int
 fast_upsert(struct ctx *c, const char **p, int *done)
@@ -1464,7 +1476,7 @@ fast_upsert(struct ctx *c, const char **p, int *done)
     struct db_result *r = NULL;
 
     *done = 0;
-    if (db_exec(c->d, "SAVEPOINT driftless_fast") != 0)
+    if (c->outer && db_exec(c->d, "SAVEPOINT driftless_fast") != 0)
         return classify(db_last_sqlstate(c->d)) == F_RETRY ? F_RETRY
                                                            : batch_error(c, "start a savepoint");
     if (stmt(c, c->sql_fast, p, NULL, &r) == 0) {
@@ -1474,7 +1486,7 @@ fast_upsert(struct ctx *c, const char **p, int *done)
 
         db_result_free(r);
         if (locked == keys && upd == locked && ins == rows - keys) {
-            if (db_exec(c->d, "RELEASE SAVEPOINT driftless_fast") != 0)
+            if (c->outer && db_exec(c->d, "RELEASE SAVEPOINT driftless_fast") != 0)
                 return classify(db_last_sqlstate(c->d)) == F_RETRY
                            ? F_RETRY
                            : batch_error(c, "release a savepoint");
@@ -1484,6 +1496,10 @@ fast_upsert(struct ctx *c, const char **p, int *done)
             return 0;
         }
     } else if (classify(db_last_sqlstate(c->d)) == F_RETRY) {
+        return F_RETRY;
+    }
+    if (!c->outer) {
+        c->no_fast = 1;
         return F_RETRY;
     }
     if (db_exec(c->d, "ROLLBACK TO SAVEPOINT driftless_fast") != 0 ||
@@ -1558,7 +1574,7 @@ try_batch_quiet(struct ctx *c)
             goto fail;
         }
     }
-    if (c->phase != PH_DELETE && c->sql_fast != NULL) {
+    if (c->phase != PH_DELETE && c->sql_fast != NULL && !c->no_fast) {
         int done = 0;
 
         if ((rc = fast_upsert(c, p, &done)) != 0)
@@ -1675,7 +1691,13 @@ flush_batch(struct ctx *c)
         return err_msg(EXIT_IO, "interrupted");
     }
     for (int attempt = 0;; attempt++) {
+        int no_fast = c->no_fast;
+
         rc = try_batch(c);
+        if (rc == F_RETRY && c->no_fast && !no_fast) {
+            attempt--; /* the one-statement upsert refused the batch: the careful path, at once */
+            continue;
+        }
         if (rc != F_RETRY || c->outer)
             break; /* a group retries its whole transaction */
         if (attempt == MAX_RETRIES) {
@@ -1687,6 +1709,7 @@ flush_batch(struct ctx *c)
         /* A deadlock or serialization failure: back off a little and try again. */
         usleep((useconds_t)(100000 * (attempt + 1)));
     }
+    c->no_fast = 0;
     if (rc == 0) {
         c->c->inserted += (uint64_t)c->b_ins;
         c->c->updated += (uint64_t)c->b_upd;

@@ -418,7 +418,7 @@ json_field() {
     run -0 apply --install-state
     run -0 apply --install-state
     run -0 tgt -c "SELECT count(*) FROM driftless.schema_version"
-    assert_output 4
+    assert_output 5
     run -0 tgt -c "SELECT count(*) FROM pg_class WHERE relnamespace = 'driftless'::regnamespace
                    AND relkind IN ('r', 'p') AND NOT relrowsecurity"
     assert_output 0

@@ -344,3 +344,29 @@ EOF
     shop_uuids_kept "$before"
     [[ $(resumed_runs) -gt $n_resumed ]] || fail "the run is not marked resumed"
 }
+
+@test "sync --full: every table compared in full, where a sync without it compares from the watermarks" {
+    scratch_setup
+    # A first run leaves watermarks; the next one uses them where it can.
+    run -0 dsync --map "$MAP" --state-dir "$STATE"
+    drift
+    run -0 dsync --map "$MAP" --state-dir "$STATE"
+    inc=$(ls -d "$STATE"/runs/* | tail -n 1)
+    run -0 cat "$inc"/stats/*.compare.json
+    assert_output --partial '"compare":"incremental"'
+    drift
+    run -0 --separate-stderr dsync --map "$MAP" --state-dir "$STATE" --full
+    [[ -z $output && -z $stderr ]] || fail "a successful sync printed: $output $stderr"
+    full=$(ls -d "$STATE"/runs/* | tail -n 1)
+    [[ $full != "$inc" ]]
+    n=$(ls "$full"/stats/*.compare.json | wc -l)
+    ((n > 1)) || fail "compare files: $n"
+    run -0 grep -L '"compare":"full"' "$full"/stats/*.compare.json
+    [[ -z $output ]] || fail "not compared in full: $output"
+    # The tables the run before compared incrementally, because of --full.
+    for f in $(grep -l '"compare":"incremental"' "$inc"/stats/*.compare.json); do
+        run -0 grep -F '"reason":"--full"' "$full/stats/$(basename "$f")"
+    done
+    in_sync
+    no_duplicates
+}

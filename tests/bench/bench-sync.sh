@@ -521,6 +521,42 @@ m10_med=$(median "${m10_times[@]}")
 rate_med=$(median "${m10_rates[@]}")
 sumrate_med=$(median "${m10_sumrates[@]}")
 
+# ---- bare writes: the baseline of the apply rate ----
+# As many row writes as a 10% drift applies (a third each: UPDATE, DELETE and
+# INSERT by legacy key from a temp table), in plain SQL on the same target, in
+# one transaction rolled back: what the server itself costs per row, without
+# before-images, crosswalk, change records or checks. Last, so the dead rows
+# it leaves weigh on nothing measured.
+echo
+echo "bare writes, $rounds rounds (median reported):"
+echo "  W = psql as target_owner: UPDATE, DELETE and INSERT of $n10 rows by legacy key from a temp table, timed inside one transaction, then ROLLBACK"
+w_rates=()
+ku=$((n10 / 3)) kd=$((n10 / 3))
+ki=$((n10 - ku - kd))
+for ((r = 1; r <= rounds; r++)); do
+    checkpoint
+    w_secs=$(psql_as target_owner target <<SQL
+BEGIN;
+CREATE TEMP TABLE bw AS
+    SELECT legacy_id, row_number() OVER () AS rn
+    FROM (SELECT legacy_id FROM items WHERE legacy_id IS NOT NULL ORDER BY random() LIMIT $((ku + kd + ki))) AS s;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+UPDATE items AS t SET price = coalesce(t.price, 0) + 1, note = 'bare ' || t.legacy_id
+    FROM bw WHERE bw.legacy_id = t.legacy_id AND bw.rn <= $ku;
+DELETE FROM items AS t USING bw WHERE bw.legacy_id = t.legacy_id AND bw.rn > $ku AND bw.rn <= $((ku + kd));
+INSERT INTO items (legacy_id, $cols)
+    SELECT t.legacy_id + 1000000000000, t.name, t.price, t.qty, t.tags, t.doc, t.note, t.updated_at
+    FROM items AS t JOIN bw ON bw.legacy_id = t.legacy_id AND bw.rn > $((ku + kd));
+SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3);
+ROLLBACK;
+SQL
+) || die 8 "the bare writes failed"
+    w_secs=${w_secs##*$'\n'}
+    w_rates+=("$(awk -v n="$n10" -v s="$w_secs" 'BEGIN { printf "%d", (s > 0 ? n / s : 0) }')")
+    printf '  round %d: W %s s = %s rows/s\n' "$r" "$w_secs" "${w_rates[-1]}"
+done
+w_med=$(median "${w_rates[@]}")
+
 # Peak RSS per program over every migrate of the run (KiB).
 declare -A peak
 for p in "${programs[@]}"; do
@@ -573,6 +609,8 @@ fig "M10  migrate after 10% drift ($n10 rows)" "$(secs "$m10_med") s" \
     "(M10/R $(fixed "$m10_med" "$r_med" 2), M10/T $(fixed "$m10_med" "$t_med" 2); no goal)"
 fig "apply rate at 10% (changed rows / apply s)" "$rate_med" \
     "goal >= 50000 rows/s  $v_rate  (summary.jsonl rows_per_s $sumrate_med)"
+fig "W    bare SQL writes of as many rows" "$w_med" \
+    "rows/s (no audit, no checks; apply rate / W $(fixed "$rate_med" "$w_med" 2); no goal)"
 fig "validate after M0, M1..., M10..." "" "$vlist s"
 fig "convergence (counts equal, validate exit 0)" "$v_conv"
 for p in "${programs[@]}"; do
