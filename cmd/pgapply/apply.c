@@ -458,16 +458,19 @@ fast_upsert_sql(const struct ctx *c)
     /*
      * codes 2, 3 and 4 of the check. A stream that carries the UUID took it
      * from the crosswalk (idmap), whose entries never change: the row's UUID
-     * is checked against it, and the crosswalk is read again only for an
-     * insert that found its key taken (code 4), not once an update.
+     * is checked against it (code 2), and the crosswalk is read again only
+     * for an insert that found its key taken (code 4) or a record without a
+     * UUID, not once an update.
      */
     buf_printf(&b, "u AS (UPDATE %s AS t SET ", c->t->qname);
     set_list(&b, c, "x");
     buf_printf(&b,
                " FROM x LEFT JOIN LATERAL (SELECT cw.uuid FROM %s.crosswalk AS cw"
-               " WHERE cw.table_name = $3 AND cw.legacy_key = x._lk%s LIMIT 1) AS cx ON true"
-               " WHERE ",
-               c->qs, c->t->uuid_scol >= 0 ? " AND x._op = 'I'" : "");
+               " WHERE cw.table_name = $3 AND cw.legacy_key = x._lk",
+               c->qs);
+    if (c->t->uuid_scol >= 0)
+        buf_printf(&b, " AND (x._op = 'I' OR %s IS NULL)", su.data);
+    buf_puts(&b, " LIMIT 1) AS cx ON true WHERE ");
     /* by key, not ctid: a ctid names a row of one partition only */
     join_cond(&b, c, "t", "x");
     buf_printf(&b,
