@@ -174,10 +174,13 @@ static const struct migration migrations[] = {
     /*
      * The transaction (txid with epoch) that committed each batch: the rows
      * a run wrote carry it as xmin, so the next incremental compare does not
-     * take the run's own writes for changes in the target. NULL for batches
-     * before version 5 (their rows are then read again: the safe side).
+     * take the run's own writes (those keys its changes record) for changes
+     * in the target. NULL for batches before version 5 (their rows are then
+     * read again: the safe side). The index finds a run's batches.
      */
-    { 5, "batch xids", "ALTER TABLE @S@.batches ADD COLUMN xid bigint;\n" },
+    { 5, "batch xids",
+      "ALTER TABLE @S@.batches ADD COLUMN xid bigint;\n"
+      "CREATE INDEX driftless_batches_run ON @S@.batches (run_id, table_name);\n" },
 };
 
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

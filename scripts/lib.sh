@@ -551,10 +551,10 @@ incr_plan() {
 }
 
 # incr_read: the watermarks this run may use into $run_dir/tmp/watermarks
-# (table, source xmin, target xmin, plan, the 32-bit xids of the watermark
-# run's batches of the table, comma-separated, or -), read in the target's
-# snapshot: those recorded under the catalog fingerprints this run recorded
-# at its start.
+# (table, source xmin, target xmin, plan, then of the watermark run's batches
+# of the table the 32-bit xids and the change streams' checksums, each
+# comma-separated, or -), read in the target's snapshot: those recorded under
+# the catalog fingerprints this run recorded at its start.
 incr_read() {
     : >"$run_dir/tmp/watermarks"
     [ -n "$dl_run_id" ] && [ -n "$registered" ] || return 0
@@ -562,7 +562,10 @@ incr_read() {
         --key table_name --query "SELECT w.table_name, w.source_xmin, w.target_xmin, w.plan,
                 coalesce((SELECT pg_catalog.string_agg(DISTINCT (b.xid % 4294967296)::text, ',')
                           FROM driftless.batches AS b
-                          WHERE b.run_id = w.run_id AND b.table_name = w.table_name), '-') AS xids
+                          WHERE b.run_id = w.run_id AND b.table_name = w.table_name), '-') AS xids,
+                coalesce((SELECT pg_catalog.string_agg(DISTINCT b.stream_checksum, ',')
+                          FROM driftless.batches AS b
+                          WHERE b.run_id = w.run_id AND b.table_name = w.table_name), '-') AS sums
             FROM driftless.watermarks AS w JOIN driftless.runs AS r ON r.id = $(sql_lit "$dl_run_id")::bigint
             WHERE w.source_fingerprint = r.source_fingerprint
               AND w.target_fingerprint = r.target_fingerprint" |
@@ -594,17 +597,18 @@ incr_keys() {
     if [ -z "$ik_why" ]; then
         if [ "$2" = 1 ]; then
             ik_why="--full"
-        elif ! ik_wm=$(awk -F '\t' -v t="$1" '$1 == t { print $2, $3, $4, $5; f = 1 } END { exit !f }' \
+        elif ! ik_wm=$(awk -F '\t' -v t="$1" '$1 == t { print $2, $3, $4, $5, $6; f = 1 } END { exit !f }' \
             "$run_dir/tmp/watermarks" 2>/dev/null); then
             ik_why="no watermark (first run, rejected rows, or the catalog changed)"
         fi
     fi
     if [ -z "$ik_why" ]; then
-        # shellcheck disable=SC2086 # four words
+        # shellcheck disable=SC2086 # five words
         set -- $ik_wm
-        ik_ws=$1 ik_wt=$2 ik_wx=${4:--}
+        ik_ws=$1 ik_wt=$2 ik_wx=${4:--} ik_wc=${5:--}
         case $ik_ws$ik_wt in '' | *[!0-9]*) ik_why="a malformed watermark" ;; esac
-        case $ik_wx in -) ;; '' | *[!0-9,]* | ,* | *, | *,,*) ik_why="a malformed watermark" ;; esac
+        case $ik_wx in -) ;; *[!0-9,]* | ,* | *, | *,,*) ik_why="a malformed watermark" ;; esac
+        case $ik_wc in -) ;; *[!0-9a-f,]* | ,* | *, | *,,*) ik_why="a malformed watermark" ;; esac
         [ "$3" = "$ik_plan" ] || ik_why="the map's entry for the table changed"
     fi
     # A dangling foreign key is found in compute: a child whose parent lost
@@ -620,7 +624,7 @@ incr_keys() {
         done
     fi
     if [ -z "$ik_why" ]; then
-        incr_diff_keys "$ik_t" "$ik_ws" "$ik_wt" "$ik_wx" || ik_why="the keys could not be read incrementally (exit $id_rc)"
+        incr_diff_keys "$ik_t" "$ik_ws" "$ik_wt" "$ik_wx" "$ik_wc" || ik_why="the keys could not be read incrementally (exit $id_rc)"
     fi
     if [ -z "$ik_why" ] && map_prefixed "$map" "$ik_t" fk. | sed 's/^[^=]*=//' | grep -qxF "$ik_t" &&
         [ "$(json_num "$ik_tmp.kdiff.json" delete)" != 0 ]; then
@@ -657,23 +661,34 @@ json_num() {
     sed -n "s/.*\"$2\": *\\([0-9.]*\\).*/\\1/p" "$1" 2>/dev/null | head -n 1
 }
 
-# incr_diff_keys TABLE SOURCE_XMIN TARGET_XMIN XIDS: the keys-only merge of
-# both sides, each key marked changed ('s' source, 't' target) when its row's
-# xmin is not older than the side's watermark, into the change stream
+# incr_diff_keys TABLE SOURCE_XMIN TARGET_XMIN XIDS SUMS: the keys-only merge
+# of both sides, each key marked changed ('s' source, 't' target) when its
+# row's xmin is not older than the side's watermark, into the change stream
 # tmp/TABLE.kset.rs: the keys to read in full (inserts, deletes, and rows
-# changed on either side). XIDS (comma-separated, or -) are the watermark
-# run's own batches: a target row it wrote and nobody changed since is equal
-# to the source then, so it is not marked. A watermark 2^31 transactions old
-# or more, or newer than the snapshot (another cluster), marks every row.
-# Sets id_rc.
+# changed on either side). XIDS and SUMS (comma-separated, or -) are the
+# watermark run's batches' transactions and change streams: a target row
+# whose xmin is one of those transactions and whose key that run recorded
+# as inserted or updated is the row it wrote, equal to the source then, and
+# is not marked; a row a trigger of the run's writes changed is. A watermark
+# 2^31 transactions old or more, or newer than the snapshot (another
+# cluster), marks every row. Sets id_rc.
 incr_diff_keys() {
     id_tmp=$run_dir/tmp/$1
     # xmin is 32 bits: its age is taken modulo 2^32 from the snapshot's xmax,
     # exact for every row that is not frozen and younger than 2^31 transactions.
-    id_new='((dl_s.x % 4294967296) - t.xmin::text::bigint + 4294967296) % 4294967296 <= dl_s.x - dl_s.w OR dl_s.x - dl_s.w NOT BETWEEN 0 AND 2147483647'
+    id_fresh='((dl_s.x % 4294967296) - t.xmin::text::bigint + 4294967296) % 4294967296 <= dl_s.x - dl_s.w'
+    id_stale='dl_s.x - dl_s.w NOT BETWEEN 0 AND 2147483647'
     id_snap='(SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS x'
-    id_ours=
-    [ "$4" = - ] || id_ours=" AND t.xmin::text::bigint <> ALL ('{$4}'::bigint[])"
+    # CASE fixes the order: the changes are looked up only for a row of the run's transactions.
+    id_tmark="CASE WHEN $id_stale THEN 't' WHEN NOT ($id_fresh) THEN 'o'"
+    if [ "$4" != - ] && [ "$5" != - ]; then
+        id_tmark="$id_tmark WHEN t.xmin::text::bigint <> ALL ('{$4}'::bigint[]) THEN 't'
+            WHEN EXISTS (SELECT 1 FROM driftless.changes AS dl_c
+                         WHERE dl_c.stream_checksum = ANY ('{$5}'::text[])
+                           AND dl_c.table_name = $(sql_lit "$1") AND dl_c.legacy_key = $t_keytext
+                           AND dl_c.op IN ('I', 'U')) THEN 'o'"
+    fi
+    id_tmark="$id_tmark ELSE 't' END"
     id_sel=$(awk -v sk="$t_sk" -v lk="$t_lk" 'BEGIN {
         n = split(sk, s, ","); split(lk, l, ","); o = ""
         for (i = 1; i <= n; i++) { a = s[i]; b = l[i]; gsub(/"/, "\"\"", a); gsub(/"/, "\"\"", b)
@@ -683,14 +698,14 @@ incr_diff_keys() {
     mkfifo "$id_tmp".k1 "$id_tmp".k2 "$id_tmp".k3 "$id_tmp".k4
     bg_pids=
     pgdump-rows --dsn-env "$source_env" --snapshot "$snap_source" --name "$1" --key "$t_lk" \
-        --query "SELECT $id_sel, CASE WHEN $id_new THEN 's' ELSE 'o' END AS dl_mark
+        --query "SELECT $id_sel, CASE WHEN $id_fresh OR $id_stale THEN 's' ELSE 'o' END AS dl_mark
                  FROM $(sql_ident "$t_source") AS t, $id_snap, $2::bigint AS w) AS dl_s" \
         >"$id_tmp".k1 2>>"$run_dir/log" &
     bg_pids="$bg_pids $!"
     rowhash <"$id_tmp".k1 >"$id_tmp".k2 &
     bg_pids="$bg_pids $!"
     pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name "$1" --key "$t_lk" \
-        --query "SELECT $(printf '%s' "$t_keysel" | sed 's/"\([^"]*\)"/t."\1"/g'), CASE WHEN ($id_new)$id_ours THEN 't' ELSE 'o' END AS dl_mark
+        --query "SELECT $(printf '%s' "$t_keysel" | sed 's/"\([^"]*\)"/t."\1"/g'), $id_tmark AS dl_mark
                  FROM $(sql_ident "$1") AS t, $id_snap, $3::bigint AS w) AS dl_s
                  WHERE $(printf '%s' "$t_keynotnull" | sed 's/"\([^"]*\)"/t."\1"/g')" \
         >"$id_tmp".k3 2>>"$run_dir/log" &

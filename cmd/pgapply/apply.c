@@ -457,10 +457,12 @@ fast_upsert_sql(const struct ctx *c)
 
     /*
      * codes 2, 3 and 4 of the check. A stream that carries the UUID took it
-     * from the crosswalk (idmap), whose entries never change: the row's UUID
-     * is checked against it (code 2), and the crosswalk is read again only
-     * for an insert that found its key taken (code 4) or a record without a
-     * UUID, not once an update.
+     * from the crosswalk (idmap) in the run's snapshot; an entry changes only
+     * by scripts/rollback, which deletes it with the row it issued. The row's
+     * UUID is checked against the stream's (code 2), and the crosswalk is
+     * read again only for an insert that found its key taken (code 4) or a
+     * record without a UUID, not once an update; the careful path still
+     * checks code 3 for every row.
      */
     buf_printf(&b, "u AS (UPDATE %s AS t SET ", c->t->qname);
     set_list(&b, c, "x");

@@ -129,6 +129,33 @@ target_sum() {
     assert_output 1
 }
 
+@test "incremental: a row a target trigger changed beside the run's own writes is found by the next run" {
+    migrate_ok "$BATS_TEST_TMPDIR/r0"
+    psql_as target_owner target -c "
+        CREATE FUNCTION touch_next() RETURNS trigger LANGUAGE plpgsql AS \$\$
+        BEGIN
+            IF NEW.legacy_id = 40 THEN
+                UPDATE items SET name = 'touched by a trigger' WHERE legacy_id = 41;
+            END IF;
+            RETURN NULL;
+        END \$\$;
+        CREATE TRIGGER touch_next AFTER UPDATE ON items FOR EACH ROW EXECUTE FUNCTION touch_next()"
+    psql_as legacy_owner legacy -c "UPDATE items SET name = 'forty' WHERE id = 40"
+    # This run writes 40; its trigger changes 41 in the same transaction.
+    migrate_ok "$BATS_TEST_TMPDIR/r1"
+    run -0 cat "$BATS_TEST_TMPDIR/r1/summary.jsonl"
+    assert_output --partial '"inserted":0,"updated":1,"deleted":0,'
+    run -0 psql_as target_owner target -c "SELECT name FROM items WHERE legacy_id = 41"
+    assert_output 'touched by a trigger'
+    # 41 carries the run's transaction but is none of its changes: read again, and the source wins.
+    migrate_ok "$BATS_TEST_TMPDIR/r2"
+    [[ $(compare "$BATS_TEST_TMPDIR/r2") == incremental ]]
+    run -0 cat "$BATS_TEST_TMPDIR/r2/summary.jsonl"
+    assert_output --partial '"inserted":0,"updated":1,"deleted":0,'
+    psql_as target_owner target -c "DROP TRIGGER touch_next ON items; DROP FUNCTION touch_next()"
+    same
+}
+
 @test "incremental: --full and a changed map entry force a full compare with the same result" {
     psql_as legacy_owner legacy -c "UPDATE items SET qty = qty + 1 WHERE id BETWEEN 200 AND 209"
     migrate_ok "$BATS_TEST_TMPDIR/full" --full
