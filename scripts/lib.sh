@@ -560,13 +560,13 @@ incr_read() {
     [ -n "$dl_run_id" ] && [ -n "$registered" ] || return 0
     pgdump-rows --dsn-env "$target_env" --snapshot "$snap_target" --name watermarks \
         --key table_name --query "SELECT w.table_name, w.source_xmin, w.target_xmin, w.plan,
-                coalesce((SELECT pg_catalog.string_agg(DISTINCT (b.xid % 4294967296)::text, ',')
-                          FROM driftless.batches AS b
-                          WHERE b.run_id = w.run_id AND b.table_name = w.table_name), '-') AS xids,
-                coalesce((SELECT pg_catalog.string_agg(DISTINCT b.stream_checksum, ',')
-                          FROM driftless.batches AS b
-                          WHERE b.run_id = w.run_id AND b.table_name = w.table_name), '-') AS sums
+                coalesce(b.xids, '-') AS xids, coalesce(b.sums, '-') AS sums
             FROM driftless.watermarks AS w JOIN driftless.runs AS r ON r.id = $(sql_lit "$dl_run_id")::bigint
+            CROSS JOIN LATERAL (
+                SELECT pg_catalog.string_agg(DISTINCT (b.xid % 4294967296)::text, ',') AS xids,
+                       pg_catalog.string_agg(DISTINCT b.stream_checksum, ',') AS sums
+                FROM driftless.batches AS b
+                WHERE b.run_id = w.run_id AND b.table_name = w.table_name) AS b
             WHERE w.source_fingerprint = r.source_fingerprint
               AND w.target_fingerprint = r.target_fingerprint" |
         rowcat --tsv >"$run_dir/tmp/watermarks" 2>>"$run_dir/log" || : >"$run_dir/tmp/watermarks"

@@ -1472,7 +1472,8 @@ checkpoint(struct ctx *c)
  * In a batch's own transaction there is no savepoint: the rows then carry
  * the transaction's xid, which the checkpoint records (batches.xid) for the
  * next incremental compare. A refused batch sets no_fast and returns
- * F_RETRY: flush_batch rolls back and starts it again on the careful path.
+ * F_RETRY: the batch is rolled back and try_batch starts it again on the
+ * careful path.
  * Inside a group's transaction a savepoint takes the statement back.
  */
 static int
@@ -1652,10 +1653,13 @@ fail:
 static int
 try_batch(struct ctx *c)
 {
-    int rc;
+    int fast = !c->no_fast, rc;
 
     db_set_quiet(c->d, 1);
     rc = try_batch_quiet(c);
+    /* The one-statement upsert refused the batch (fast_upsert): the careful path, at once. */
+    if (rc == F_RETRY && fast && c->no_fast)
+        rc = try_batch_quiet(c);
     db_set_quiet(c->d, 0);
     return rc;
 }
@@ -1696,13 +1700,7 @@ flush_batch(struct ctx *c)
         return err_msg(EXIT_IO, "interrupted");
     }
     for (int attempt = 0;; attempt++) {
-        int no_fast = c->no_fast;
-
         rc = try_batch(c);
-        if (rc == F_RETRY && c->no_fast && !no_fast) {
-            attempt--; /* the one-statement upsert refused the batch: the careful path, at once */
-            continue;
-        }
         if (rc != F_RETRY || c->outer)
             break; /* a group retries its whole transaction */
         if (attempt == MAX_RETRIES) {

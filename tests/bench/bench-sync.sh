@@ -159,13 +159,7 @@ target_sql="
 CREATE TABLE items (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     legacy_id bigint UNIQUE,
-    name text,
-    price numeric(12,2),
-    qty int,
-    tags text[],
-    doc jsonb,
-    note text,
-    updated_at timestamptz
+$(items_columns_sql)
 );
 ALTER TABLE items ENABLE ROW LEVEL SECURITY;
 "

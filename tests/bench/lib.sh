@@ -162,11 +162,9 @@ FROM generate_series($1::bigint, $2) AS i,
 EOF
 }
 
-# items_source_sql ROWS: the source's items table with ROWS generated rows.
-items_source_sql() {
+# items_columns_sql: the items table's data columns, on both sides.
+items_columns_sql() {
     cat <<EOF
-CREATE TABLE items (
-    id bigint PRIMARY KEY,
     name text,
     price numeric(12,2),
     qty int,
@@ -174,6 +172,15 @@ CREATE TABLE items (
     doc jsonb,
     note text,
     updated_at timestamptz
+EOF
+}
+
+# items_source_sql ROWS: the source's items table with ROWS generated rows.
+items_source_sql() {
+    cat <<EOF
+CREATE TABLE items (
+    id bigint PRIMARY KEY,
+$(items_columns_sql)
 );
 $(items_insert 1 "$1")
 VACUUM ANALYZE items;
